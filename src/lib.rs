@@ -1,0 +1,5 @@
+//! codex-sidecar: the Codex agent's local model endpoint.
+#![forbid(unsafe_code)]
+
+pub mod billing;
+pub mod secret;
