@@ -1,0 +1,418 @@
+//! The two credential sources (the user's ChatGPT plan and the org key) behind
+//! one interface: what is usable right now, and the header values to attach.
+//!
+//! Files are re-read by [`CredentialStore::reload`] (called at start, by the
+//! watcher and on SIGHUP); a file caught half-written keeps the last good
+//! credential for [`SETTLE`] before it is reported invalid.
+
+pub mod auth_file;
+pub mod files;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::secret::Secret;
+use auth_file::{AuthFile, ChatgptTokens};
+use files::{read_secret_file, FileProblem};
+
+/// How long a credential file may stay unparseable (being rewritten) before the
+/// last good credential is dropped.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// A connected ChatGPT account, ready to attach.
+pub struct ChatgptCred {
+    pub tokens: ChatgptTokens,
+    pub account_hash: String,
+    pub authorization: HeaderValue,
+    pub account_header: HeaderValue,
+}
+
+/// The organization's API key, ready to attach.
+pub struct OrgCred {
+    pub source: String,
+    pub authorization: HeaderValue,
+    pub organization: Option<HeaderValue>,
+    pub project: Option<HeaderValue>,
+    _key: Secret,
+}
+
+/// The state of the ChatGPT source (SPEC `/status` names).
+#[derive(Clone)]
+pub enum ChatgptStatus {
+    Connected(Arc<ChatgptCred>),
+    Disconnected,
+    Disabled,
+    NeedsReconnect,
+    Invalid(String),
+}
+
+impl ChatgptStatus {
+    pub fn state_name(&self) -> &'static str {
+        match self {
+            ChatgptStatus::Connected(_) => "connected",
+            ChatgptStatus::Disconnected => "disconnected",
+            ChatgptStatus::Disabled => "disabled",
+            ChatgptStatus::NeedsReconnect => "needs_reconnect",
+            ChatgptStatus::Invalid(_) => "invalid",
+        }
+    }
+}
+
+#[derive(Clone)]
+enum OrgStatus {
+    Ready(Arc<OrgCred>),
+    Missing,
+    Invalid(String),
+}
+
+struct Slot<T> {
+    current: T,
+    /// When the file first failed to parse while a good credential was kept.
+    bad_since: Option<Instant>,
+}
+
+/// What `/status` shows of one source: never a secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct CredentialView {
+    pub source: &'static str,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+}
+
+/// Where credentials are looked for.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub chatgpt_enabled: bool,
+    pub chatgpt_auth_file: Option<PathBuf>,
+    pub org_key_file: Option<PathBuf>,
+    pub org_key_env: String,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+}
+
+impl Sources {
+    pub fn from_config(cfg: &Config) -> Self {
+        Sources {
+            chatgpt_enabled: cfg.chatgpt.enabled,
+            chatgpt_auth_file: cfg.chatgpt.auth_file.clone(),
+            org_key_file: cfg.org.api_key_file.clone(),
+            org_key_env: cfg.org.api_key_env.clone(),
+            organization: cfg.org.organization.clone(),
+            project: cfg.org.project.clone(),
+        }
+    }
+}
+
+type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// A source's state changed (for logs and `events.url`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CredentialChange {
+    pub source: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub at: String,
+}
+
+/// The current credentials of both sources.
+pub struct CredentialStore {
+    sources: RwLock<Sources>,
+    env: Box<EnvFn>,
+    changes: tokio::sync::broadcast::Sender<CredentialChange>,
+    chatgpt: RwLock<Slot<ChatgptStatus>>,
+    org: RwLock<Slot<OrgStatus>>,
+}
+
+impl CredentialStore {
+    /// Loads both sources now. Problems do not fail the start: they show as
+    /// `invalid` in `/status` and in `no_credential` errors.
+    pub fn new(sources: Sources, env: Box<EnvFn>) -> Self {
+        let store = CredentialStore {
+            sources: RwLock::new(sources),
+            env,
+            changes: tokio::sync::broadcast::channel(64).0,
+            chatgpt: RwLock::new(Slot { current: ChatgptStatus::Disconnected, bad_since: None }),
+            org: RwLock::new(Slot { current: OrgStatus::Missing, bad_since: None }),
+        };
+        store.load_at(None);
+        store
+    }
+
+    /// Replaces where credentials come from (SIGHUP) and reloads.
+    pub fn set_sources(&self, sources: Sources) {
+        if let Ok(mut s) = self.sources.write() {
+            *s = sources;
+        }
+        self.reload_at(None);
+    }
+
+    pub fn sources(&self) -> Sources {
+        self.sources.read().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Re-reads the files and the environment variable.
+    pub fn reload(&self) {
+        self.reload_at(Some(Instant::now()));
+    }
+
+    /// State changes, as they happen.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<CredentialChange> {
+        self.changes.subscribe()
+    }
+
+    fn reload_at(&self, now: Option<Instant>) {
+        let before = self.views();
+        self.load_at(now);
+        self.announce(before);
+    }
+
+    /// Logs and broadcasts every source whose state differs from `before`.
+    fn announce(&self, before: Vec<CredentialView>) {
+        for (b, a) in before.iter().zip(self.views()) {
+            if b.state != a.state {
+                tracing::info!(source = a.source, from = b.state, to = a.state,
+                    detail = a.detail.as_deref().unwrap_or(""), "credential state changed");
+                let _ = self.changes.send(CredentialChange {
+                    source: a.source,
+                    from: b.state,
+                    to: a.state,
+                    detail: a.detail.clone(),
+                    at: crate::time::rfc3339_millis(std::time::SystemTime::now()),
+                });
+            }
+        }
+    }
+
+    fn load_at(&self, now: Option<Instant>) {
+        let src = self.sources();
+        let chatgpt = load_chatgpt(&src);
+        update(&self.chatgpt, chatgpt, now, |s| matches!(s, ChatgptStatus::Connected(_)), |s| {
+            matches!(s, ChatgptStatus::Invalid(_))
+        });
+        let org = load_org(&src, &*self.env);
+        update(&self.org, org, now, |s| matches!(s, OrgStatus::Ready(_)), |s| matches!(s, OrgStatus::Invalid(_)));
+    }
+
+    /// The ChatGPT source as it stands.
+    pub fn chatgpt(&self) -> ChatgptStatus {
+        read(&self.chatgpt).current.clone()
+    }
+
+    /// The org key, if usable.
+    pub fn org(&self) -> Option<Arc<OrgCred>> {
+        match &read(&self.org).current {
+            OrgStatus::Ready(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// Marks the ChatGPT account as needing a reconnect (refresh failed for good).
+    pub fn mark_needs_reconnect(&self) {
+        let before = self.views();
+        if let Ok(mut s) = self.chatgpt.write() {
+            s.current = ChatgptStatus::NeedsReconnect;
+        }
+        self.announce(before);
+    }
+
+    /// Installs refreshed tokens (kept in memory; persisting is the refresher's job).
+    pub fn set_chatgpt_tokens(&self, tokens: ChatgptTokens) -> Result<(), String> {
+        let cred = chatgpt_cred(tokens)?;
+        if let Ok(mut s) = self.chatgpt.write() {
+            s.current = ChatgptStatus::Connected(Arc::new(cred));
+            s.bad_since = None;
+        }
+        Ok(())
+    }
+
+    /// For `no_credential`: every place that was looked at, and what was found.
+    pub fn describe_sources(&self) -> String {
+        let src = self.sources();
+        let chatgpt = match (src.chatgpt_enabled, &src.chatgpt_auth_file, self.chatgpt()) {
+            (false, _, _) => "ChatGPT plan disabled by the organization (chatgpt.enabled = false)".to_owned(),
+            (true, None, _) => "chatgpt.auth_file is not set (no ChatGPT plan connected)".to_owned(),
+            (true, Some(p), ChatgptStatus::Invalid(m)) => format!("chatgpt.auth_file {}: {m}", p.display()),
+            (true, Some(p), ChatgptStatus::NeedsReconnect) => {
+                format!("chatgpt.auth_file {}: the account must be reconnected", p.display())
+            }
+            (true, Some(p), _) => format!("chatgpt.auth_file {}: not connected (file missing)", p.display()),
+        };
+        let org = match (&src.org_key_file, &read(&self.org).current) {
+            (_, OrgStatus::Invalid(m)) => m.clone(),
+            (Some(p), _) => format!("org.api_key_file {}: missing", p.display()),
+            (None, _) if src.org_key_env.is_empty() => "org.api_key_file and org.api_key_env are not set".to_owned(),
+            (None, _) => format!("org.api_key_file is not set and ${} is empty or unset", src.org_key_env),
+        };
+        format!("{chatgpt}; {org}")
+    }
+
+    /// `/status` view of both sources.
+    pub fn views(&self) -> Vec<CredentialView> {
+        let chatgpt = self.chatgpt();
+        let mut c = CredentialView {
+            source: "chatgpt_plan",
+            state: chatgpt.state_name(),
+            detail: None,
+            plan_type: None,
+            account: None,
+            token_expires_at: None,
+        };
+        match &chatgpt {
+            ChatgptStatus::Connected(cred) => {
+                c.plan_type = cred.tokens.plan_type.clone();
+                c.account = Some(cred.account_hash.clone());
+                c.token_expires_at = cred.tokens.expires_at.and_then(crate::time::rfc3339_from_unix);
+            }
+            ChatgptStatus::Disabled => c.detail = Some("disabled by the organization (chatgpt.enabled = false)".into()),
+            ChatgptStatus::Invalid(m) => c.detail = Some(m.clone()),
+            ChatgptStatus::NeedsReconnect => {
+                c.detail = Some("refresh failed for good: reconnect the ChatGPT account".into())
+            }
+            ChatgptStatus::Disconnected => {}
+        }
+        let (state, detail) = match &read(&self.org).current {
+            OrgStatus::Ready(o) => ("connected", Some(o.source.clone())),
+            OrgStatus::Missing => ("disconnected", None),
+            OrgStatus::Invalid(m) => ("invalid", Some(m.clone())),
+        };
+        let o = CredentialView { source: "org", state, detail, plan_type: None, account: None, token_expires_at: None };
+        vec![c, o]
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Applies a fresh load, keeping a good credential through a short bad spell.
+fn update<T: Clone>(
+    lock: &RwLock<Slot<T>>,
+    fresh: T,
+    now: Option<Instant>,
+    is_good: impl Fn(&T) -> bool,
+    is_bad: impl Fn(&T) -> bool,
+) {
+    let mut slot = lock.write().unwrap_or_else(|e| e.into_inner());
+    match now {
+        Some(now) if is_bad(&fresh) && is_good(&slot.current) => {
+            let since = *slot.bad_since.get_or_insert(now);
+            if now.duration_since(since) >= SETTLE {
+                slot.current = fresh;
+                slot.bad_since = None;
+            }
+        }
+        _ => {
+            slot.current = fresh;
+            slot.bad_since = None;
+        }
+    }
+}
+
+fn sensitive(value: String) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::try_from(value).map_err(|_| "contains characters not allowed in an HTTP header".to_owned())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn chatgpt_cred(tokens: ChatgptTokens) -> Result<ChatgptCred, String> {
+    let authorization = sensitive(format!("Bearer {}", tokens.access_token.expose()))
+        .map_err(|e| format!("the access token {e}"))?;
+    let account_header = sensitive(tokens.account_id.expose().to_owned()).map_err(|e| format!("the account id {e}"))?;
+    Ok(ChatgptCred { account_hash: tokens.account_hash(), tokens, authorization, account_header })
+}
+
+fn load_chatgpt(src: &Sources) -> ChatgptStatus {
+    if !src.chatgpt_enabled {
+        return ChatgptStatus::Disabled;
+    }
+    let Some(path) = &src.chatgpt_auth_file else { return ChatgptStatus::Disconnected };
+    let text = match read_secret_file("chatgpt.auth_file", path) {
+        Ok(t) => t,
+        Err(FileProblem::Missing) => return ChatgptStatus::Disconnected,
+        Err(p) => return ChatgptStatus::Invalid(p.message().to_owned()),
+    };
+    let parsed = auth_file::parse(text.expose()).map_err(|e| format!("chatgpt.auth_file {}: {e}", path.display()));
+    match parsed {
+        Ok(AuthFile::Chatgpt(tokens)) => match chatgpt_cred(tokens) {
+            Ok(c) => ChatgptStatus::Connected(Arc::new(c)),
+            Err(e) => ChatgptStatus::Invalid(format!("chatgpt.auth_file {}: {e}", path.display())),
+        },
+        Ok(AuthFile::ApiKey(_)) => ChatgptStatus::Invalid(format!(
+            "chatgpt.auth_file {}: holds an API key, not ChatGPT tokens; put API keys in org.api_key_file",
+            path.display()
+        )),
+        Err(e) => ChatgptStatus::Invalid(e),
+    }
+}
+
+fn load_org(src: &Sources, env: &EnvFn) -> OrgStatus {
+    let (key, source) = if let Some(path) = &src.org_key_file {
+        let text = match read_secret_file("org.api_key_file", path) {
+            Ok(t) => t,
+            Err(FileProblem::Missing) => return OrgStatus::Missing,
+            Err(p) => return OrgStatus::Invalid(p.message().to_owned()),
+        };
+        let key = if text.expose().starts_with('{') {
+            match auth_file::parse(text.expose()) {
+                Ok(AuthFile::ApiKey(k)) => k,
+                Ok(AuthFile::Chatgpt(_)) => {
+                    return OrgStatus::Invalid(format!(
+                        "org.api_key_file {}: holds ChatGPT tokens, not an API key; point chatgpt.auth_file at it instead",
+                        path.display()
+                    ))
+                }
+                Err(e) => return OrgStatus::Invalid(format!("org.api_key_file {}: {e}", path.display())),
+            }
+        } else {
+            text
+        };
+        (key, format!("file {}", path.display()))
+    } else if !src.org_key_env.is_empty() {
+        match env(&src.org_key_env).map(Secret::new).filter(|k| !k.is_empty()) {
+            Some(k) => (k, format!("environment variable {}", src.org_key_env)),
+            None => return OrgStatus::Missing,
+        }
+    } else {
+        return OrgStatus::Missing;
+    };
+    if key.expose().chars().any(char::is_whitespace) {
+        return OrgStatus::Invalid(format!("org key from {source}: contains whitespace; the file must hold only the key"));
+    }
+    let authorization = match sensitive(format!("Bearer {}", key.expose())) {
+        Ok(v) => v,
+        Err(e) => return OrgStatus::Invalid(format!("org key from {source}: {e}")),
+    };
+    let header = |v: &Option<String>| v.as_ref().and_then(|s| HeaderValue::try_from(s.as_str()).ok());
+    OrgStatus::Ready(Arc::new(OrgCred {
+        source,
+        authorization,
+        organization: header(&src.organization),
+        project: header(&src.project),
+        _key: key,
+    }))
+}
+
+/// Sets `credential_state{source,state}`: 1 for each source's current state.
+pub fn publish_metrics(store: &CredentialStore) {
+    const STATES: [&str; 5] = ["connected", "disconnected", "disabled", "needs_reconnect", "invalid"];
+    for v in store.views() {
+        for st in STATES {
+            let on = if v.state == st { 1.0 } else { 0.0 };
+            metrics::gauge!("codex_sidecar_credential_state", "source" => v.source, "state" => st).set(on);
+        }
+    }
+}

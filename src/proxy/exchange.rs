@@ -1,0 +1,207 @@
+//! One request's context as it passes the pipeline, and its single end: the
+//! ledger record, the metrics and the access log line, written exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::app::App;
+use crate::billing::Billing;
+use crate::error::ApiError;
+use crate::ledger::{LimitInfo, Record};
+use crate::limits::LimitKey;
+use crate::tap::Observer;
+use crate::usage::Usage;
+
+use super::route::Route;
+use super::session::Pin;
+
+pub use crate::ledger::Outcome;
+
+pub struct Exchange {
+    app: Arc<App>,
+    pub id: String,
+    started_wall: SystemTime,
+    started: Instant,
+    pub route: Route,
+    pub session: String,
+    pub pin: Option<Pin>,
+    pub limit_key: Option<LimitKey>,
+    model: Option<String>,
+    pub status: u16,
+    upstream_sent: Option<Instant>,
+    first_byte: Option<Duration>,
+    upstream_request_id: Option<String>,
+    limit: Option<LimitInfo>,
+    overhead: Duration,
+    finished: bool,
+}
+
+impl Exchange {
+    pub fn begin(app: Arc<App>, route: Route, session: String, started: Instant) -> Self {
+        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route.label()).increment(1.0);
+        Exchange {
+            app,
+            id: crate::ledger::new_id(),
+            started_wall: SystemTime::now(),
+            started,
+            route,
+            session,
+            pin: None,
+            limit_key: None,
+            model: None,
+            status: 0,
+            upstream_sent: None,
+            first_byte: None,
+            upstream_request_id: None,
+            limit: None,
+            overhead: Duration::ZERO,
+            finished: false,
+        }
+    }
+
+    pub fn billing(&self) -> Billing {
+        self.pin.as_ref().map_or(Billing::Org, |p| p.billing)
+    }
+
+    /// Marks the moment the request leaves for the upstream: the sidecar's own
+    /// time so far counts as overhead.
+    pub fn sending(&mut self) {
+        let now = Instant::now();
+        self.overhead += now.duration_since(self.started);
+        self.upstream_sent = Some(now);
+    }
+
+    /// The upstream's response headers arrived.
+    pub fn headers_arrived(&mut self, status: u16, request_id: Option<String>) -> Instant {
+        let now = Instant::now();
+        self.status = status;
+        self.first_byte = self.upstream_sent.map(|s| now.duration_since(s));
+        self.upstream_request_id = request_id;
+        if let Some(fb) = self.first_byte {
+            metrics::histogram!("codex_sidecar_upstream_first_byte_seconds",
+                "route" => self.route.label(), "billing" => self.billing().as_str())
+            .record(fb.as_secs_f64());
+        }
+        now
+    }
+
+    pub fn add_overhead(&mut self, d: Duration) {
+        self.overhead += d;
+    }
+
+    pub fn set_model(&mut self, model: Option<String>) {
+        if model.is_some() {
+            self.model = model;
+        }
+    }
+
+    pub fn set_limit(&mut self, kind: &str, resets_at: Option<i64>) {
+        self.limit = Some(LimitInfo { kind: kind.to_owned(), resets_at });
+    }
+
+    /// Takes what the stream reader learned.
+    pub fn learn(&mut self, obs: &Observer) {
+        if let Some(m) = obs.model() {
+            self.model = Some(m.to_owned());
+        }
+        if self.upstream_request_id.is_none() {
+            self.upstream_request_id = obs.response_id().map(str::to_owned);
+        }
+    }
+
+    /// A `response.failed` (or error event) inside the stream: tell the limits.
+    pub fn stream_failure(&mut self, code: &str, message: &str) {
+        if let Some(key) = &self.limit_key {
+            if let Some(kind) = self.app.limits.observe_stream_failure(key, code, message) {
+                self.limit = Some(LimitInfo { kind: kind.label().to_owned(), resets_at: None });
+            }
+        }
+    }
+
+    /// The upstream broke off or went silent mid-stream.
+    pub fn upstream_failed(&mut self, err: &ApiError) {
+        tracing::warn!(request_id = %self.id, route = self.route.label(), error = %err.message, "upstream stream failed");
+    }
+
+    /// Writes the record, the metrics and the access line. Called once.
+    pub fn finish(&mut self, outcome: Outcome, usage: Option<Usage>) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let route = self.route.label();
+        let billing = self.billing();
+        let duration = self.started.elapsed();
+        if outcome == Outcome::Completed {
+            if let Some(key) = &self.limit_key {
+                self.app.limits.observe_success(key);
+            }
+        }
+        let record = Record {
+            v: 1,
+            id: self.id.clone(),
+            ts: crate::time::rfc3339_millis(SystemTime::now()),
+            started: crate::time::rfc3339_millis(self.started_wall),
+            session: self.session.clone(),
+            billing,
+            ocu_billable: billing.ocu_billable(),
+            route: route.to_owned(),
+            model: self.model.clone(),
+            status: self.status,
+            outcome,
+            usage,
+            upstream_request_id: self.upstream_request_id.clone(),
+            duration_ms: duration.as_millis() as u64,
+            first_byte_ms: self.first_byte.map(|d| d.as_millis() as u64),
+            limit: self.limit.clone(),
+            account: self.pin.as_ref().and_then(|p| p.account.clone()),
+        };
+        if let Some(ledger) = &self.app.ledger {
+            // Errors are counted and logged by the ledger itself.
+            let _ = ledger.append(&record);
+        }
+        let class = match self.status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics::counter!("codex_sidecar_requests_total", "route" => route, "billing" => billing.as_str(), "status" => class)
+            .increment(1);
+        metrics::histogram!("codex_sidecar_request_duration_seconds", "route" => route, "billing" => billing.as_str())
+            .record(duration.as_secs_f64());
+        metrics::histogram!("codex_sidecar_overhead_seconds", "route" => route).record(self.overhead.as_secs_f64());
+        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route).decrement(1.0);
+        if let Some(u) = usage {
+            for (kind, n) in [("input", u.input), ("cached_input", u.cached_input), ("output", u.output), ("reasoning", u.reasoning)] {
+                metrics::counter!("codex_sidecar_tokens_total", "billing" => billing.as_str(), "kind" => kind).increment(n);
+            }
+        }
+        tracing::info!(
+            target: "codex_sidecar::access",
+            request_id = %record.id,
+            session = %record.session,
+            billing = billing.as_str(),
+            route,
+            status = record.status,
+            outcome = outcome.as_str(),
+            model = record.model.as_deref().unwrap_or("-"),
+            duration_ms = record.duration_ms,
+            first_byte_ms = record.first_byte_ms,
+            overhead_us = self.overhead.as_micros() as u64,
+            input_tokens = usage.map(|u| u.input),
+            output_tokens = usage.map(|u| u.output),
+            "request"
+        );
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Dropped unfinished: the agent went away while the request was held
+        // or waiting for the upstream's headers.
+        if !self.finished {
+            self.finish(Outcome::ClientCancelled, None);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The reference client: the real Codex CLI (`codex exec`, pinned 0.171.0)
+//! talking to the sidecar, which talks to the fake upstream over TLS.
+//! `scripts/install-test-tools.sh` installs the CLI; without it these tests fail, never skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+
+const LOCAL_TOKEN: &str = "local-agent-token-9c8b7a";
+
+pub fn codex_bin() -> PathBuf {
+    let p = std::env::var_os("CODEX_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/tools/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex")
+    });
+    assert!(
+        p.exists(),
+        "the pinned Codex CLI is not installed at {}: run scripts/install-test-tools.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub struct CodexRun {
+    pub success: bool,
+    pub events: Vec<serde_json::Value>,
+    pub stderr: String,
+}
+
+impl CodexRun {
+    pub fn agent_messages(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "item.completed" && e["item"]["type"] == "agent_message")
+            .map(|e| e["item"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// `codex exec` against the sidecar at `base` (PROTOCOL.md §1).
+pub async fn codex_exec(base: &str, prompt: &str) -> CodexRun {
+    let home = tempfile::tempdir().unwrap();
+    let provider = format!(
+        "model_providers.sidecar={{name=\"Sidecar\",base_url=\"{base}/v1\",env_key=\"CODEX_SIDECAR_TOKEN\",wire_api=\"responses\"}}"
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(codex_bin())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("CODEX_HOME", home.path())
+            .env("CODEX_SIDECAR_TOKEN", LOCAL_TOKEN)
+            .args(["exec", "--skip-git-repo-check", "--ephemeral", "--sandbox", "read-only", "--json"])
+            .args(["-c", "model_provider=sidecar", "-c", &provider, "-m", "gpt-5.4", prompt])
+            .current_dir(home.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("codex exec did not finish within 120s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    CodexRun {
+        success: out.status.success(),
+        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn token_file(dir: &std::path::Path) -> String {
+    let p = dir.join("client-token");
+    write_secret(&p, LOCAL_TOKEN);
+    format!("[server]\nclient_token_file = {:?}\n", p.display().to_string())
+}
+
+const ANSWER: [&str; 3] = ["Hello ", "from the ", "fake upstream."];
+
+fn assert_codex_headers(s: &Seen) {
+    assert_eq!(s.method, "POST");
+    assert_eq!(s.header("accept"), Some("text/event-stream"));
+    assert_eq!(s.header("accept-encoding"), Some("identity"));
+    assert!(s.header("originator").is_some_and(|o| o.starts_with("codex_")), "{:?}", s.headers);
+    assert!(s.header("user-agent").is_some_and(|u| u.contains("0.171.0")), "{:?}", s.headers);
+    let session = s.header("session-id").or(s.header("session_id")).expect("Codex's session header passes through");
+    assert!(!session.is_empty());
+    for (name, value) in &s.headers {
+        assert!(!value.as_bytes().windows(LOCAL_TOKEN.len()).any(|w| w == LOCAL_TOKEN.as_bytes()), "local token leaked in {name}");
+    }
+    let body = json(&s.body);
+    assert_eq!(body["model"], "gpt-5.4");
+    assert_eq!(body["stream"], true);
+}
+
+#[tokio::test]
+async fn codex_exec_gets_its_answer_billed_to_the_chatgpt_plan() {
+    let up = FakeUpstream::start(|_, _| Reply::sse(upstream::responses_stream(&ANSWER, "gpt-5.4", (2100, 1800, 12, 5)))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(&up, Setup { extra: token_file(dir.path()), ..Setup::default() }).await;
+    let run = codex_exec(&h.base, "say hi").await;
+    assert!(run.success, "codex exec failed: {}\n{:#?}", run.stderr, run.events);
+    assert_eq!(run.agent_messages(), vec![ANSWER.concat()]);
+    let seen = up.requests();
+    assert!(!seen.is_empty());
+    for s in &seen {
+        assert_eq!(s.path_and_query, "/backend-api/codex/responses");
+        assert_eq!(s.header("authorization").unwrap(), format!("Bearer {}", h.access));
+        assert_eq!(s.header("chatgpt-account-id"), Some(ACCOUNT_ID));
+        assert_codex_headers(s);
+    }
+    let recs = h.wait_records(seen.len()).await;
+    let session = seen[0].header("session-id").or(seen[0].header("session_id")).unwrap();
+    for r in &recs {
+        assert_eq!(r["billing"], "chatgpt_plan");
+        assert_eq!(r["ocu_billable"], false);
+        assert_eq!(r["session"], session);
+        assert_eq!(r["outcome"], "completed");
+        assert_eq!(r["usage"], serde_json::json!({"input": 2100, "cached_input": 1800, "output": 12, "reasoning": 5, "total": 2112}));
+    }
+}
+
+#[tokio::test]
+async fn codex_exec_with_only_an_org_key_is_billed_to_the_org() {
+    let up = FakeUpstream::start(|_, _| Reply::sse(upstream::responses_stream(&ANSWER, "gpt-5.4", (900, 0, 20, 0)))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(&up, Setup { chatgpt: false, extra: token_file(dir.path()), ..Setup::default() }).await;
+    let run = codex_exec(&h.base, "say hi").await;
+    assert!(run.success, "codex exec failed: {}\n{:#?}", run.stderr, run.events);
+    assert_eq!(run.agent_messages(), vec![ANSWER.concat()]);
+    let seen = up.requests();
+    for s in &seen {
+        assert_eq!(s.path_and_query, "/v1/responses");
+        assert_eq!(s.header("authorization").unwrap(), format!("Bearer {ORG_KEY}"));
+        assert_eq!(s.header("chatgpt-account-id"), None);
+        assert_codex_headers(s);
+    }
+    for r in h.wait_records(seen.len()).await {
+        assert_eq!((r["billing"].as_str(), r["ocu_billable"].as_bool()), (Some("org"), Some(true)));
+    }
+}
