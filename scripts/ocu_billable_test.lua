@@ -1,7 +1,20 @@
 -- Tests config/shipping/ocu_billable.lua the way Fluent Bit calls it:
 --   luajit scripts/ocu_billable_test.lua config/shipping/ocu_billable.lua
 -- (Fluent Bit runs filters on LuaJIT; JSON true/false arrive as Lua booleans.)
-dofile(arg[1])
+-- With OCU_ENVIRONMENT_ID unset it checks instead that the script refuses to load.
+local loaded, err = pcall(dofile, arg[1])
+if os.getenv("OCU_ENVIRONMENT_ID") == nil then
+    if loaded or not tostring(err):find("OCU_ENVIRONMENT_ID", 1, true) then
+        print("FAIL ocu_billable.lua loads without OCU_ENVIRONMENT_ID: " .. tostring(err))
+        os.exit(1)
+    end
+    print("ocu_billable.lua refuses to load without OCU_ENVIRONMENT_ID")
+    os.exit(0)
+end
+if not loaded then
+    print("FAIL ocu_billable.lua does not load: " .. tostring(err))
+    os.exit(1)
+end
 
 local cases = {
     {name = "org record is metered", want = 0,

@@ -7,6 +7,8 @@
   ops_lint.py metric-names FILE...             every codex_sidecar_* name is one SPEC defines
   ops_lint.py vector VECTOR.toml               component graph and the billing route
   ops_lint.py fluent-bit FLUENT-BIT.conf       sections, parser and Lua references, routing
+  ops_lint.py vector-vrl VECTOR.toml VRL_BIN   runs the config's VRL (parse, filter) on sample
+                                               ledger lines with the `vrl` CLI (cargo install vrl)
 
 Each prints what is wrong, one problem a line, and exits 1 if anything is.
 """
@@ -310,6 +312,87 @@ def cmd_fluent_bit(path):
     finish()
 
 
+# ---------------------------------------------------------------- vector VRL
+
+SAMPLE_LINES = [
+    # (ledger line, expected: "record" | "aborted" | "error", metered)
+    ('{"v":1,"id":"01J0000000000000000000000A","ts":"2026-11-30T10:00:01Z",'
+     '"started":"2026-11-30T10:00:00Z","session":"s-1","billing":"org","ocu_billable":true,'
+     '"route":"responses","model":"gpt-5.4","status":200,"outcome":"completed",'
+     '"usage":{"input":1234,"cached_input":1000,"output":56,"reasoning":7,"total":1290},'
+     '"upstream_request_id":"req_1","duration_ms":812,"first_byte_ms":95,"limit":null}', "record", True),
+    ('{"v":1,"id":"01J0000000000000000000000B","billing":"chatgpt_plan","ocu_billable":false,'
+     '"usage":null,"outcome":"limited","limit":{"kind":"usage_limit","resets_at":1764000000}}', "record", False),
+    ('{"v":1,"id":"01J0000000000000000000000C","billing":"org","ocu_billable":"true"}', "record", False),
+    ('{"v":2,"id":"01J0000000000000000000000D","billing":"org","ocu_billable":true}', "aborted", False),
+    ('{"v":1,"id":"01J0000000000000000000000E","billing":"org","ocu_bil', "error", False),
+    ('[1,2]', "error", False),
+]
+
+
+def run_vrl(vrl_bin, program, events, tmpdir):
+    """One `vrl` run per event (results and aborts go to different streams)."""
+    import subprocess
+    prog = os.path.join(tmpdir, "program.vrl")
+    inp = os.path.join(tmpdir, "event.json")
+    with open(prog, "w") as f:
+        f.write(program)
+    results = []
+    for event in events:
+        with open(inp, "w") as f:
+            f.write(json.dumps(event) + "\n")
+        out = subprocess.run([vrl_bin, "--program", prog, "--input", inp],
+                             capture_output=True, text=True)
+        results.append((out.stdout + out.stderr).strip())
+    return results
+
+
+def cmd_vector_vrl(path, vrl_bin):
+    import tempfile
+    conf = load_toml(path)
+    transforms = conf.get("transforms", {})
+    remaps = [t for t in transforms.values() if t.get("type") == "remap"]
+    filters = [t for t in transforms.values() if t.get("type") == "filter"]
+    if len(remaps) != 1 or len(filters) != 1:
+        problem(f"{path}: expected one remap and one filter transform")
+        finish()
+    env_id = "env-check-ops"
+    program = re.sub(r"\$\{OCU_ENVIRONMENT_ID(:\?[^}]*)?\}", env_id, remaps[0]["source"])
+    if "${" in program:
+        problem(f"{path}: the remap program uses an environment variable this check does not know")
+        finish()
+    with tempfile.TemporaryDirectory() as tmp:
+        events = [{"message": line, "file": "/var/lib/codex-sidecar/ledger.jsonl",
+                   "host": "h", "source_type": "file"} for line, _, _ in SAMPLE_LINES]
+        results = run_vrl(vrl_bin, program + "\n.\n", events, tmp)
+        if len(results) != len(SAMPLE_LINES):
+            problem(f"vrl returned {len(results)} results for {len(SAMPLE_LINES)} events: {results}")
+            finish()
+        parsed = []
+        for (line, want, metered), got in zip(SAMPLE_LINES, results):
+            if want == "record":
+                expected = json.loads(line)
+                expected["environment_id"] = env_id
+                try:
+                    record = json.loads(got)
+                except ValueError:
+                    problem(f"remap: {line[:60]}... gave {got!r}, not the record")
+                    continue
+                if record != expected:
+                    problem(f"remap: {line[:60]}... gave {record}, expected {expected}")
+                parsed.append((record, metered))
+            elif want == "aborted" and got.strip() != "aborted":
+                problem(f"remap: {line[:60]} must abort (unknown schema version), gave {got!r}")
+            elif want == "error" and not got.startswith("function call error"):
+                problem(f"remap: {line[:60]} must fail to parse, gave {got!r}")
+        condition = filters[0]["condition"]
+        decisions = run_vrl(vrl_bin, condition + "\n", [r for r, _ in parsed], tmp)
+        for (record, metered), got in zip(parsed, decisions):
+            if got.strip() != ("true" if metered else "false"):
+                problem(f"filter {condition!r} on {record.get('id')}: {got!r}, expected {metered}")
+    finish()
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__)
@@ -325,6 +408,8 @@ def main(argv):
         cmd_vector(args[0])
     elif cmd == "fluent-bit":
         cmd_fluent_bit(args[0])
+    elif cmd == "vector-vrl":
+        cmd_vector_vrl(args[0], args[1])
     else:
         print(__doc__)
         sys.exit(2)

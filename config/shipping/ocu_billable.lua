@@ -8,6 +8,22 @@
 -- noticed before anything is billed from a record this filter does not know.
 --
 -- Return codes (Fluent Bit Lua filter): -1 drops the record, 0 keeps it unchanged.
+--
+-- Fluent Bit replaces an unset ${VAR} in its config with an empty string and
+-- starts anyway; for billing that would mean records without an environment or
+-- a metering service at 127.0.0.1. So the variables fluent-bit.conf needs are
+-- checked when this script loads, and Fluent Bit refuses to start without them.
+local required = {
+    "OCU_ENVIRONMENT_ID", "OCU_METERING_HOST", "OCU_METERING_PORT", "OCU_METERING_PATH",
+    "OCU_METERING_TOKEN", "LEDGER_AUDIT_BUCKET", "LEDGER_AUDIT_REGION",
+}
+for _, name in ipairs(required) do
+    local value = os.getenv(name)
+    if value == nil or value == "" then
+        error("codex-sidecar ledger shipping: environment variable " .. name ..
+              " is not set (see the header of fluent-bit.conf)")
+    end
+end
 
 function keep_ocu_billable(tag, timestamp, record)
     if record["ocu_billable"] ~= true then
