@@ -522,18 +522,16 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let r = &raw;
     let listen = field!("server.listen", parse_addr(&r.server.listen), fallback_addr);
     let admin_listen = field!("server.admin_listen", parse_addr(&r.server.admin_listen), fallback_addr);
-    if !r.server.allow_remote {
-        for (key, addr) in [("server.listen", listen), ("server.admin_listen", admin_listen)] {
-            if !addr.ip().is_loopback() {
-                check(
-                    key,
-                    Err(format!(
-                        "{addr} is not a loopback address; the sidecar holds credentials and listens on this machine only. \
-                         Use 127.0.0.1:<port>, or set server.allow_remote = true (with server.client_token_file) if you really mean it"
-                    )),
-                );
-            }
-        }
+    // Only the proxy listener spends credentials; the admin listener (metrics,
+    // health, secret-free status) may face a scraper on another address.
+    if !r.server.allow_remote && !listen.ip().is_loopback() {
+        check(
+            "server.listen",
+            Err(format!(
+                "{listen} is not a loopback address; the sidecar spends credentials for whoever reaches it and listens on this machine only. \
+                 Use 127.0.0.1:<port>, or set server.allow_remote = true (with server.client_token_file) if you really mean it"
+            )),
+        );
     }
     let max_request_body = field!("server.max_request_body", size(&r.server.max_request_body), 0);
     let shutdown_grace = field!("server.shutdown_grace", duration(&r.server.shutdown_grace), Duration::ZERO);

@@ -33,6 +33,7 @@ pub struct Exchange {
     upstream_request_id: Option<String>,
     limit: Option<LimitInfo>,
     overhead: Duration,
+    held: Duration,
     finished: bool,
 }
 
@@ -55,6 +56,7 @@ impl Exchange {
             upstream_request_id: None,
             limit: None,
             overhead: Duration::ZERO,
+            held: Duration::ZERO,
             finished: false,
         }
     }
@@ -63,11 +65,16 @@ impl Exchange {
         self.pin.as_ref().map_or(Billing::Org, |p| p.billing)
     }
 
+    /// Time spent held by the limits: not the sidecar's overhead.
+    pub fn held(&mut self, d: Duration) {
+        self.held += d;
+    }
+
     /// Marks the moment the request leaves for the upstream: the sidecar's own
-    /// time so far counts as overhead.
+    /// time so far (holds excluded) counts as overhead.
     pub fn sending(&mut self) {
         let now = Instant::now();
-        self.overhead += now.duration_since(self.started);
+        self.overhead += now.duration_since(self.started).saturating_sub(self.held);
         self.upstream_sent = Some(now);
     }
 

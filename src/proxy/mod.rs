@@ -129,7 +129,10 @@ async fn run(app: &Arc<App>, ex: &mut Exchange, req: Request<Incoming>) -> Resul
     // Limits: go, wait, or answer 429 without touching the upstream.
     let mut key = target.limit_key();
     ex.limit_key = Some(key.clone());
-    if let Err(rejection) = app.limits.admit(&key).await {
+    let hold_start = Instant::now();
+    let admitted = app.limits.admit(&key).await;
+    ex.held(hold_start.elapsed());
+    if let Err(rejection) = admitted {
         let fallback = matches!(target, Target::Chatgpt(_))
             && app.limits.settings().on_usage_limit == crate::limits::OnUsageLimit::FallbackToOrg
             && rejection.is_exhausted();
