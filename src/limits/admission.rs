@@ -164,8 +164,8 @@ impl Limits {
                 next_probe,
             } => {
                 let probe_every = inner.settings.exhausted_probe;
-                if let Some(due) = next_probe.filter(|due| *due <= now) {
-                    *next_probe = due.max(now).checked_add(probe_every);
+                if next_probe.is_some_and(|due| due <= now) {
+                    *next_probe = now.checked_add(probe_every);
                     tracing::info!(
                         billing = %key.billing, account = %key.account,
                         "letting one probe request through an exhausted account"

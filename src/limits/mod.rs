@@ -59,3 +59,6 @@ pub use settings::{LimitsSettings, OnUsageLimit};
 pub use signals::LimitKind;
 pub use state::StateName;
 pub use tracker::{LimitKey, Limits};
+
+#[cfg(test)]
+mod tests;

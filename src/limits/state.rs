@@ -184,6 +184,11 @@ impl AccountState {
                 .reset_in
                 .or_else(|| self.used_up_reset(wall))
                 .and_then(|d| Deadline::after(d, now, wall));
+            // A later signal that names no reset (a stream failure) keeps the known one.
+            let until = match &self.phase {
+                Phase::Exhausted { until: known, .. } => until.or(*known),
+                _ => until,
+            };
             let next_probe = match &self.phase {
                 Phase::Exhausted { next_probe, .. } => *next_probe,
                 _ => {
@@ -353,8 +358,10 @@ mod tests {
             s.apply(&rate(10, "rate_limit_exceeded"), now, wall(), PROBE),
             None
         );
-        // A later usage signal refreshes the details, keeps the plan type, stays one
-        // exhaustion (same generation, same probe schedule).
+        // A later usage signal refreshes the details, keeps the plan type and a known
+        // reset, stays one exhaustion (same generation, same probe schedule).
+        assert_eq!(s.apply(&usage(None, None), now, wall(), PROBE), None);
+        assert_eq!(s.phase.until().map(|u| u.unix), Some(1_764_003_600));
         assert_eq!(s.apply(&usage(Some(60), None), now, wall(), PROBE), None);
         assert_eq!(s.generation, 1);
         assert_eq!(
