@@ -7,7 +7,7 @@
 //! `x-ratelimit-*`, `Retry-After`/`retry-after-ms`, error bodies (kind in `type` or
 //! `code`), `response.failed` codes and "try again in Xs". Garbage teaches nothing.
 //!
-//! # State machine ([`state`]), one per [`LimitKey`] (billing source + account)
+//! # State machine (`state.rs`), one per [`LimitKey`] (billing source + account)
 //! ```text
 //!          rate limit (reset > 0)               used-up kind
 //!   ok ───────────────────────────▶ paused ───────────────────▶ exhausted

@@ -81,7 +81,7 @@ fn go_unit(s: &str) -> Option<(u128, usize)> {
         .map(|(name, nanos)| (*nanos, name.len()))
 }
 
-/// Finds "try again in <delay>" in an error message, e.g. "Please try again in 1.5s.",
+/// Finds "try again in `<delay>`" in an error message, e.g. "Please try again in 1.5s.",
 /// "try again in 20ms", "try again in 6m0s", "try again in 2 seconds".
 pub fn parse_try_again_in(message: &str) -> Option<Duration> {
     const PHRASE: &str = "try again in";
