@@ -35,6 +35,8 @@ pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<Strin
     let admin_addr = listeners.admin_addr().ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
     let mut background = Vec::new();
     background.push(tokio::spawn(watch_credentials(app.clone())));
+    let limits = app.limits.clone();
+    background.push(tokio::spawn(async move { limits.run_expiry().await }));
     if let Some(ledger) = &app.ledger {
         if let Some(h) = ledger.spawn_syncer() {
             background.push(h);
@@ -93,14 +95,14 @@ impl Sidecar {
     pub fn reload(&self, new: &Config, log: Option<&crate::telemetry::LogReload>) -> Vec<String> {
         let old = &self.app.config;
         self.app.creds.set_sources(crate::credentials::Sources::from_config(new));
-        self.app.limits.set_settings(crate::app::limits_settings(new));
         if let Some(log) = log {
             if let Err(e) = log.set_level(&new.log.level) {
                 tracing::warn!(error = %e, "log.level not applied");
             }
         }
         let mut not_applied = Vec::new();
-        let checks: [(&str, bool); 10] = [
+        let checks: [(&str, bool); 11] = [
+            ("limits", crate::app::limits_settings(new) != *self.app.limits.settings()),
             ("server.listen", old.server.listen != new.server.listen),
             ("server.admin_listen", old.server.admin_listen != new.server.admin_listen),
             ("server.client_token_file", old.server.client_token_file != new.server.client_token_file),

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::billing::Billing;
 use crate::error::ApiError;
 use crate::ledger::{LimitInfo, Record};
-use crate::limits::LimitKey;
+use crate::limits::{LimitKey, Permit};
 use crate::tap::Observer;
 use crate::usage::Usage;
 
@@ -26,6 +26,8 @@ pub struct Exchange {
     pub session: String,
     pub pin: Option<Pin>,
     pub limit_key: Option<LimitKey>,
+    /// The limits' leave for this request (a success reports back with it).
+    pub permit: Option<Permit>,
     model: Option<String>,
     pub status: u16,
     upstream_sent: Option<Instant>,
@@ -49,6 +51,7 @@ impl Exchange {
             session,
             pin: None,
             limit_key: None,
+            permit: None,
             model: None,
             status: 0,
             upstream_sent: None,
@@ -119,8 +122,12 @@ impl Exchange {
     /// A `response.failed` (or error event) inside the stream: tell the limits.
     pub fn stream_failure(&mut self, code: &str, message: &str) {
         if let Some(key) = &self.limit_key {
-            if let Some(kind) = self.app.limits.observe_stream_failure(key, code, message) {
-                self.limit = Some(LimitInfo { kind: kind.label().to_owned(), resets_at: None });
+            self.app.limits.observe_stream_failure(key, code, message);
+            if let Some(signal) = crate::limits::signals::signal_from_stream_failure(code, message) {
+                let resets_at = signal
+                    .reset_in
+                    .map(|d| crate::time::unix_now().saturating_add(d.as_secs().min(i64::MAX as u64) as i64));
+                self.limit = Some(LimitInfo { kind: signal.kind.as_str().to_owned(), resets_at });
             }
         }
     }
@@ -139,8 +146,8 @@ impl Exchange {
         let billing = self.billing();
         let duration = self.started.elapsed();
         if outcome == Outcome::Completed {
-            if let Some(key) = &self.limit_key {
-                self.app.limits.observe_success(key);
+            if let Some(permit) = &self.permit {
+                self.app.limits.observe_success(permit);
             }
         }
         let record = Record {

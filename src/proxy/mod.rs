@@ -132,23 +132,27 @@ async fn run(app: &Arc<App>, ex: &mut Exchange, req: Request<Incoming>) -> Resul
     let hold_start = Instant::now();
     let admitted = app.limits.admit(&key).await;
     ex.held(hold_start.elapsed());
-    if let Err(rejection) = admitted {
-        let fallback = matches!(target, Target::Chatgpt(_))
-            && app.limits.settings().on_usage_limit == crate::limits::OnUsageLimit::FallbackToOrg
-            && rejection.is_exhausted();
-        match (fallback, app.creds.org()) {
-            (true, Some(org)) => {
-                tracing::warn!(session = %ex.session, reason = %rejection.error_type,
-                    "ChatGPT plan used up: session falls back to org (limits.on_usage_limit = fallback_to_org)");
-                ex.pin = app.sessions.fall_back_to_org(&ex.session);
-                target = Target::Org(org);
-                key = target.limit_key();
-                ex.limit_key = Some(key.clone());
-                if let Err(r) = app.limits.admit(&key).await {
-                    return Err(limited(app, ex, r));
+    match admitted {
+        Ok(permit) => ex.permit = Some(permit),
+        Err(rejection) => {
+            let fallback = matches!(target, Target::Chatgpt(_))
+                && app.limits.settings().on_usage_limit == crate::limits::OnUsageLimit::FallbackToOrg
+                && rejection.kind.exhausts();
+            match (fallback, app.creds.org()) {
+                (true, Some(org)) => {
+                    tracing::warn!(session = %ex.session, reason = %rejection.error_type,
+                        "ChatGPT plan used up: session falls back to org (limits.on_usage_limit = fallback_to_org)");
+                    ex.pin = app.sessions.fall_back_to_org(&ex.session);
+                    target = Target::Org(org);
+                    key = target.limit_key();
+                    ex.limit_key = Some(key.clone());
+                    match app.limits.admit(&key).await {
+                        Ok(permit) => ex.permit = Some(permit),
+                        Err(r) => return Err(limited(app, ex, r)),
+                    }
                 }
+                _ => return Err(limited(app, ex, rejection)),
             }
-            _ => return Err(limited(app, ex, rejection)),
         }
     }
 
@@ -214,13 +218,14 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(128).collect());
     let arrived = ex.headers_arrived(status.as_u16(), request_id);
-    app.limits.observe_response(key, status.as_u16(), resp.headers());
     let (mut parts, body) = resp.into_parts();
     headers::to_agent(&mut parts.headers);
 
     if !status.is_success() {
         return upstream_error_answer(app, ex, key, parts, body).await;
     }
+    // One observation per upstream response: error answers are observed with their body.
+    app.limits.observe_response(key, status.as_u16(), &parts.headers);
     let sse = headers::is_event_stream(&parts.headers);
     if !sse && !headers::is_json(&parts.headers) && headers::content_type(&parts.headers).is_some_and(|ct| ct.contains("html")) {
         crate::telemetry::upstream_error("protocol");
@@ -270,11 +275,16 @@ async fn upstream_error_answer(
         Ok(Err(_)) | Err(_) => Bytes::new(),
     };
     let retry_after = app.limits.observe_error_body(key, status.as_u16(), &parts.headers, &bytes);
-    let limit = crate::limits::signals::limit_kind_of_body(&bytes);
-    if let Some(kind) = &limit {
-        ex.set_limit(kind.label(), crate::limits::signals::resets_at_of_body(&bytes));
+    let described = crate::limits::signals::parse_error_body(&bytes, std::time::SystemTime::now());
+    let limit = described.as_ref().and_then(|b| b.kind);
+    let resets_at = described
+        .as_ref()
+        .and_then(|b| b.resets_at)
+        .or_else(|| retry_after.map(|s| crate::time::unix_now().saturating_add(s.min(i64::MAX as u64) as i64)));
+    if let Some(kind) = limit {
+        ex.set_limit(kind.as_str(), resets_at);
     } else if status == StatusCode::TOO_MANY_REQUESTS {
-        ex.set_limit("rate_limit", None);
+        ex.set_limit("rate_limit", resets_at);
     }
     let json = headers::is_json(&parts.headers) && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
     let mut resp = if json {
@@ -335,8 +345,8 @@ enum Target {
 impl Target {
     fn limit_key(&self) -> LimitKey {
         match self {
-            Target::Chatgpt(c) => LimitKey { billing: Billing::ChatgptPlan, account: c.account_hash.clone() },
-            Target::Org(_) => LimitKey { billing: Billing::Org, account: "org".into() },
+            Target::Chatgpt(c) => LimitKey::new(Billing::ChatgptPlan, c.account_hash.clone()),
+            Target::Org(_) => LimitKey::org(),
         }
     }
 
@@ -450,7 +460,7 @@ fn too_large(app: &App) -> ApiError {
 /// A limits rejection as the agent sees it (Codex-compatible 429).
 fn limited(app: &App, ex: &mut Exchange, r: Rejection) -> Failure {
     app.sessions.set_state(&ex.session, "limited");
-    ex.set_limit(r.kind.label(), r.resets_at);
+    ex.set_limit(r.kind.as_str(), r.resets_at);
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_limit_reached", r.message.clone());
     e.kind = r.error_type.clone().into();
     e.code = r.code.clone();
