@@ -2,5 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod billing;
+pub mod ledger;
 pub mod secret;
 pub mod usage;
