@@ -65,14 +65,14 @@ impl App {
             }
         };
         let (Some(client), true) = (client, problems.is_empty()) else { return Err(problems) };
-        let ledger = match Ledger::open(ledger_settings(&config)) {
-            Ok(l) => Some(Arc::new(l)),
-            Err(e) => {
-                tracing::error!(path = %config.ledger.path.display(), error = %e, "the ledger cannot be opened; requests are served but not recorded");
-                metrics::counter!("codex_sidecar_ledger_write_errors_total").increment(1);
-                None
-            }
-        };
+        // A ledger that cannot be opened now is retried on every append; with
+        // ledger.required the proxy refuses requests until it can be written.
+        let (ledger, err) = Ledger::open_lenient(ledger_settings(&config));
+        if let Some(e) = err {
+            tracing::error!(path = %config.ledger.path.display(), error = %e,
+                "the ledger cannot be opened; it is retried on every request");
+        }
+        let ledger = Some(Arc::new(ledger));
         Ok(App {
             creds: CredentialStore::new(Sources::from_config(&config), env),
             sessions: Sessions::default(),

@@ -40,7 +40,7 @@ pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
     match store.chatgpt() {
         ChatgptStatus::Connected(c) => out.push_str(&format!(
             "chatgpt_plan: connected (account {}, plan {}, access token expires {})\n",
-            c.account_hash,
+            c.account_hash.as_str(),
             c.tokens.plan_type.as_deref().unwrap_or("unknown"),
             c.tokens.expires_at.and_then(crate::time::rfc3339_from_unix).unwrap_or_else(|| "at an unknown time".into())
         )),

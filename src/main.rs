@@ -94,8 +94,8 @@ fn ledger(command: LedgerCommand) -> u8 {
         },
     };
     let result = match command {
-        LedgerCommand::Summary { since, json, .. } => codex_sidecar::ledger::summary_command(&path, since.as_deref(), json),
-        LedgerCommand::Verify { .. } => codex_sidecar::ledger::verify_command(&path),
+        LedgerCommand::Summary { since, json, .. } => codex_sidecar::ledger::run_summary(&path, since.as_deref(), json),
+        LedgerCommand::Verify { .. } => codex_sidecar::ledger::run_verify(&path),
     };
     match result {
         Ok(out) => {

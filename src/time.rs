@@ -17,3 +17,8 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
+
+/// Unix seconds `d` from now (saturating).
+pub fn unix_after(d: Duration) -> i64 {
+    unix_now().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -159,6 +159,16 @@ pub fn classify(err: &(dyn StdError + 'static)) -> (&'static str, String) {
         }
         cur = e.source();
     }
+    // TLS failures arrive boxed in ways that hide their type; their text does not.
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let t = e.to_string();
+        if kind != "tls" && (t.contains("certificate") || t.contains("peer sent") || t.contains("tls handshake")) {
+            kind = "tls";
+            text = format!("TLS handshake failed: {t}");
+        }
+        cur = e.source();
+    }
     if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
         if e.is_connect() && kind == "protocol" {
             kind = "connect";

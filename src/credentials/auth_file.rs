@@ -2,11 +2,12 @@
 
 use base64::Engine;
 use serde::Deserialize;
-use sha2::Digest;
 
+use crate::ledger::AccountHash;
 use crate::secret::Secret;
 
-/// What an auth.json holds, with every secret wrapped.
+/// What an auth.json holds, with every secret wrapped (Debug shows no secret).
+#[derive(Debug)]
 pub enum AuthFile {
     Chatgpt(ChatgptTokens),
     ApiKey(Secret),
@@ -26,15 +27,9 @@ pub struct ChatgptTokens {
 
 impl ChatgptTokens {
     /// A stable, non-reversible name for the account (ledger, `/status`, limit keys).
-    pub fn account_hash(&self) -> String {
-        account_hash(self.account_id.expose())
+    pub fn account_hash(&self) -> AccountHash {
+        AccountHash::of(self.account_id.expose())
     }
-}
-
-/// First 16 hex digits of SHA-256 over the account id.
-pub fn account_hash(account_id: &str) -> String {
-    let d = sha2::Sha256::digest(account_id.as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Deserialize)]
@@ -143,7 +138,7 @@ mod tests {
         assert_eq!(t.account_id.expose(), "acc-1");
         assert_eq!(t.plan_type.as_deref(), Some("plus"));
         assert_eq!(t.expires_at, Some(1_900_000_000));
-        assert_eq!(t.account_hash().len(), 16);
+        assert_eq!(t.account_hash().as_str().len(), 32);
     }
 
     #[test]

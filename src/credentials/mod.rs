@@ -16,6 +16,7 @@ use http::HeaderValue;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::ledger::AccountHash;
 use crate::secret::Secret;
 use auth_file::{AuthFile, ChatgptTokens};
 use files::{read_secret_file, FileProblem};
@@ -27,7 +28,7 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// A connected ChatGPT account, ready to attach.
 pub struct ChatgptCred {
     pub tokens: ChatgptTokens,
-    pub account_hash: String,
+    pub account_hash: AccountHash,
     pub authorization: HeaderValue,
     pub account_header: HeaderValue,
 }
@@ -274,7 +275,7 @@ impl CredentialStore {
         match &chatgpt {
             ChatgptStatus::Connected(cred) => {
                 c.plan_type = cred.tokens.plan_type.clone();
-                c.account = Some(cred.account_hash.clone());
+                c.account = Some(cred.account_hash.as_str().to_owned());
                 c.token_expires_at = cred.tokens.expires_at.and_then(crate::time::rfc3339_from_unix);
             }
             ChatgptStatus::Disabled => c.detail = Some("disabled by the organization (chatgpt.enabled = false)".into()),

@@ -3,6 +3,7 @@
 //! by frame while the stream reader observes it, with the idle timeout, and
 //! the end-of-body hook that fires exactly once (end, error or cancel).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::app::App;
 use crate::billing::Billing;
 use crate::error::ApiError;
-use crate::ledger::{LimitInfo, Record};
+use crate::ledger::{LimitNote, Record, Timestamp};
 use crate::limits::{LimitKey, Permit};
 use crate::tap::Observer;
 use crate::usage::Usage;
@@ -33,7 +33,7 @@ pub struct Exchange {
     upstream_sent: Option<Instant>,
     first_byte: Option<Duration>,
     upstream_request_id: Option<String>,
-    limit: Option<LimitInfo>,
+    limit: Option<LimitNote>,
     overhead: Duration,
     held: Duration,
     finished: bool,
@@ -41,7 +41,7 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn begin(app: Arc<App>, route: Route, session: String, started: Instant) -> Self {
-        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route.label()).increment(1.0);
+        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route.as_str()).increment(1.0);
         Exchange {
             app,
             id: crate::ledger::new_id(),
@@ -89,7 +89,7 @@ impl Exchange {
         self.upstream_request_id = request_id;
         if let Some(fb) = self.first_byte {
             metrics::histogram!("codex_sidecar_upstream_first_byte_seconds",
-                "route" => self.route.label(), "billing" => self.billing().as_str())
+                "route" => self.route.as_str(), "billing" => self.billing().as_str())
             .record(fb.as_secs_f64());
         }
         now
@@ -105,8 +105,8 @@ impl Exchange {
         }
     }
 
-    pub fn set_limit(&mut self, kind: &str, resets_at: Option<i64>) {
-        self.limit = Some(LimitInfo { kind: kind.to_owned(), resets_at });
+    pub fn set_limit(&mut self, kind: crate::limits::LimitKind, resets_at: Option<i64>) {
+        self.limit = Some(LimitNote { kind: note_kind(kind), resets_at: resets_at.and_then(|t| u64::try_from(t).ok()) });
     }
 
     /// Takes what the stream reader learned.
@@ -124,17 +124,15 @@ impl Exchange {
         if let Some(key) = &self.limit_key {
             self.app.limits.observe_stream_failure(key, code, message);
             if let Some(signal) = crate::limits::signals::signal_from_stream_failure(code, message) {
-                let resets_at = signal
-                    .reset_in
-                    .map(|d| crate::time::unix_now().saturating_add(d.as_secs().min(i64::MAX as u64) as i64));
-                self.limit = Some(LimitInfo { kind: signal.kind.as_str().to_owned(), resets_at });
+                let resets_at = signal.reset_in.map(|d| crate::time::unix_after(d));
+                self.set_limit(signal.kind, resets_at);
             }
         }
     }
 
     /// The upstream broke off or went silent mid-stream.
     pub fn upstream_failed(&mut self, err: &ApiError) {
-        tracing::warn!(request_id = %self.id, route = self.route.label(), error = %err.message, "upstream stream failed");
+        tracing::warn!(request_id = %self.id, route = self.route.as_str(), error = %err.message, "upstream stream failed");
     }
 
     /// Writes the record, the metrics and the access line. Called once.
@@ -142,7 +140,7 @@ impl Exchange {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let route = self.route.label();
+        let route = self.route.as_str();
         let billing = self.billing();
         let duration = self.started.elapsed();
         if outcome == Outcome::Completed {
@@ -151,14 +149,12 @@ impl Exchange {
             }
         }
         let record = Record {
-            v: 1,
             id: self.id.clone(),
-            ts: crate::time::rfc3339_millis(SystemTime::now()),
-            started: crate::time::rfc3339_millis(self.started_wall),
+            ts: Timestamp::now(),
+            started: Timestamp::from_unix_ms(self.started_wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)),
             session: self.session.clone(),
             billing,
-            ocu_billable: billing.ocu_billable(),
-            route: route.to_owned(),
+            route: self.route,
             model: self.model.clone(),
             status: self.status,
             outcome,
@@ -166,7 +162,7 @@ impl Exchange {
             upstream_request_id: self.upstream_request_id.clone(),
             duration_ms: duration.as_millis() as u64,
             first_byte_ms: self.first_byte.map(|d| d.as_millis() as u64),
-            limit: self.limit.clone(),
+            limit: self.limit,
             account: self.pin.as_ref().and_then(|p| p.account.clone()),
         };
         if let Some(ledger) = &self.app.ledger {
@@ -217,5 +213,17 @@ impl Drop for Exchange {
         if !self.finished {
             self.finish(Outcome::ClientCancelled, None);
         }
+    }
+}
+
+/// The ledger's name for a limit kind.
+fn note_kind(k: crate::limits::LimitKind) -> crate::ledger::LimitKind {
+    use crate::ledger::LimitKind as L;
+    use crate::limits::LimitKind as K;
+    match k {
+        K::RateLimit => L::RateLimit,
+        K::UsageLimit => L::UsageLimit,
+        K::UsageNotIncluded => L::UsageNotIncluded,
+        K::InsufficientQuota => L::InsufficientQuota,
     }
 }

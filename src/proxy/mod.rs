@@ -280,11 +280,11 @@ async fn upstream_error_answer(
     let resets_at = described
         .as_ref()
         .and_then(|b| b.resets_at)
-        .or_else(|| retry_after.map(|s| crate::time::unix_now().saturating_add(s.min(i64::MAX as u64) as i64)));
+        .or_else(|| retry_after.map(|s| crate::time::unix_after(std::time::Duration::from_secs(s))));
     if let Some(kind) = limit {
-        ex.set_limit(kind.as_str(), resets_at);
+        ex.set_limit(kind, resets_at);
     } else if status == StatusCode::TOO_MANY_REQUESTS {
-        ex.set_limit("rate_limit", resets_at);
+        ex.set_limit(crate::limits::LimitKind::RateLimit, resets_at);
     }
     let json = headers::is_json(&parts.headers) && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
     let mut resp = if json {
@@ -345,7 +345,7 @@ enum Target {
 impl Target {
     fn limit_key(&self) -> LimitKey {
         match self {
-            Target::Chatgpt(c) => LimitKey::new(Billing::ChatgptPlan, c.account_hash.clone()),
+            Target::Chatgpt(c) => LimitKey::new(Billing::ChatgptPlan, c.account_hash.as_str()),
             Target::Org(_) => LimitKey::org(),
         }
     }
@@ -460,7 +460,7 @@ fn too_large(app: &App) -> ApiError {
 /// A limits rejection as the agent sees it (Codex-compatible 429).
 fn limited(app: &App, ex: &mut Exchange, r: Rejection) -> Failure {
     app.sessions.set_state(&ex.session, "limited");
-    ex.set_limit(r.kind.as_str(), r.resets_at);
+    ex.set_limit(r.kind, r.resets_at);
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_limit_reached", r.message.clone());
     e.kind = r.error_type.clone().into();
     e.code = r.code.clone();

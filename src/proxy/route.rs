@@ -2,27 +2,12 @@
 
 use http::Method;
 
-/// A route of SPEC's table. Its `label` is the only route name that reaches
-/// metrics and the ledger, so scanner traffic cannot create series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    Responses,
-    ResponsesCompact,
-    Models,
-    ChatCompletions,
-}
+/// A route of SPEC's table (the ledger's type). Its name is the only route
+/// label that reaches metrics and the ledger, so scanner traffic cannot create series.
+pub use crate::ledger::Route;
 
 impl Route {
     pub const ALL: [Route; 4] = [Route::Responses, Route::ResponsesCompact, Route::Models, Route::ChatCompletions];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Responses => "responses",
-            Route::ResponsesCompact => "responses_compact",
-            Route::Models => "models",
-            Route::ChatCompletions => "chat_completions",
-        }
-    }
 
     /// The path appended to the upstream's base URL.
     pub fn upstream_suffix(self) -> &'static str {

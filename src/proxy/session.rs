@@ -10,6 +10,7 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::billing::Billing;
+use crate::ledger::AccountHash;
 
 /// Header names tried in order (hyphenated since Codex 0.171.0, underscores before).
 const SESSION_HEADERS: [&str; 4] = ["session-id", "session_id", "thread-id", "conversation_id"];
@@ -40,7 +41,7 @@ pub fn session_id(h: &HeaderMap) -> String {
 pub struct Pin {
     pub billing: Billing,
     /// The ChatGPT account (hash) for `chatgpt_plan` sessions.
-    pub account: Option<String>,
+    pub account: Option<AccountHash>,
     /// Set when the plan was used up and `fallback_to_org` moved the session.
     pub fell_back: bool,
 }
@@ -169,7 +170,7 @@ mod tests {
         let org = Pin { billing: Billing::Org, account: None, fell_back: false };
         assert!(s.pin::<()>("a", || Err(())).is_err());
         assert_eq!(s.pin::<()>("a", || Ok(org.clone())).unwrap(), org);
-        let chat = Pin { billing: Billing::ChatgptPlan, account: Some("h".into()), fell_back: false };
+        let chat = Pin { billing: Billing::ChatgptPlan, account: Some(AccountHash::of("h")), fell_back: false };
         assert_eq!(s.pin::<()>("a", || Ok(chat.clone())).unwrap(), org);
         assert_eq!(s.views()[0].requests, 2);
     }

@@ -1,6 +1,6 @@
 //! Test support: the fake upstream, a sidecar started in-process on port 0
 //! with its own config and state dir, and a small HTTP client.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod upstream;
 
