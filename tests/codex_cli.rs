@@ -144,3 +144,88 @@ async fn codex_exec_with_only_an_org_key_is_billed_to_the_org() {
         assert_eq!((r["billing"].as_str(), r["ocu_billable"].as_bool()), (Some("org"), Some(true)));
     }
 }
+
+fn error_texts(run: &CodexRun) -> String {
+    run.events
+        .iter()
+        .filter(|e| e["type"] == "error" || e["type"] == "turn.failed")
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn codex_shows_the_reset_time_of_a_used_up_plan_and_the_next_run_stays_local() {
+    let resets_at = codex_sidecar::time::unix_now() + 2 * 3600 + 14 * 60;
+    let body = format!(
+        r#"{{"error":{{"type":"usage_limit_reached","message":"The usage limit has been reached","plan_type":"plus","resets_at":{resets_at},"resets_in_seconds":8040}}}}"#
+    );
+    let up = FakeUpstream::start(move |_, _| Reply::json(429, body.clone())).await;
+    let h = start(&up, Setup::default()).await;
+    let run = codex_exec(&h.base, "say hi").await;
+    assert!(!run.success, "codex must fail on a used-up plan: {:#?}", run.events);
+    assert_eq!(up.count(), 1, "Codex must not retry a used-up plan");
+    let errors = error_texts(&run);
+    assert!(errors.to_lowercase().contains("usage limit"), "{errors}");
+    assert!(errors.contains("try again at") || errors.contains("Try again at"), "{errors}");
+    // A second run is answered by the sidecar itself: nothing reaches the upstream.
+    let run2 = codex_exec(&h.base, "say hi again").await;
+    assert!(!run2.success);
+    assert_eq!(up.count(), 1, "no request may reach an exhausted account before its reset");
+    let errors2 = error_texts(&run2);
+    assert!(errors2.to_lowercase().contains("usage limit"), "{errors2}");
+    let recs = h.wait_records(2).await;
+    assert_eq!(recs[0]["outcome"], "failed");
+    assert_eq!(recs[0]["limit"], serde_json::json!({"kind": "usage_limit", "resets_at": resets_at}));
+    assert_eq!(recs[1]["outcome"], "limited");
+    assert_eq!(recs[1]["status"], 429);
+}
+
+#[tokio::test]
+async fn codex_retries_a_rate_limit_known_only_from_x_ratelimit_headers() {
+    let up = FakeUpstream::start(|_, n| {
+        if n == 0 {
+            Reply::json(429, r#"{"error":{"type":"requests","code":"rate_limit_exceeded","message":"Rate limit reached for requests"}}"#)
+                .header("x-ratelimit-limit-requests", "60")
+                .header("x-ratelimit-remaining-requests", "0")
+                .header("x-ratelimit-reset-requests", "1s")
+        } else {
+            Reply::sse(upstream::responses_stream(&ANSWER, "gpt-5.4", (10, 0, 3, 0)))
+        }
+    })
+    .await;
+    let h = start(&up, Setup { chatgpt: false, ..Setup::default() }).await;
+    let run = codex_exec(&h.base, "say hi").await;
+    assert!(run.success, "codex exec failed: {}\n{:#?}", run.stderr, run.events);
+    assert_eq!(run.agent_messages(), vec![ANSWER.concat()]);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(900), "the retry waited for the reset: {gap:?}");
+}
+
+#[tokio::test]
+async fn codex_recovers_from_a_rate_limit_inside_the_stream() {
+    let up = FakeUpstream::start(|_, n| {
+        if n == 0 {
+            let mut ev = upstream::responses_stream(&["x"], "gpt-5.4", (1, 0, 1, 0));
+            ev.truncate(1);
+            ev.push("event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit reached. Please try again in 1.5s.\"}}}\n\n".into());
+            Reply::sse(ev)
+        } else {
+            Reply::sse(upstream::responses_stream(&ANSWER, "gpt-5.4", (10, 0, 3, 0)))
+        }
+    })
+    .await;
+    let h = start(&up, Setup::default()).await;
+    let run = codex_exec(&h.base, "say hi").await;
+    assert!(run.success, "codex exec failed: {}\n{:#?}", run.stderr, run.events);
+    assert_eq!(run.agent_messages(), vec![ANSWER.concat()]);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].at - seen[0].at >= Duration::from_millis(1400), "no request before the reset");
+    let recs = h.wait_records(2).await;
+    assert_eq!(recs[0]["outcome"], "failed");
+    assert_eq!(recs[0]["limit"]["kind"], "rate_limit");
+    assert_eq!(recs[1]["outcome"], "completed");
+}
