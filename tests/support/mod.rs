@@ -2,6 +2,7 @@
 //! with its own config and state dir, and a small HTTP client.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod codex;
 pub mod upstream;
 
 use std::collections::HashMap;
