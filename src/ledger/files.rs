@@ -157,7 +157,11 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(Line<'_>)) -> io::Result<()>
         }
         number += 1;
         let terminated = buf.last() == Some(&b'\n');
-        let bytes = if terminated { &buf[..buf.len() - 1] } else { &buf[..] };
+        let bytes = if terminated {
+            &buf[..buf.len() - 1]
+        } else {
+            &buf[..]
+        };
         f(Line {
             number,
             bytes,
@@ -229,7 +233,12 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["ledger.jsonl.3", "ledger.jsonl.2", "ledger.jsonl.1", "ledger.jsonl"]
+            [
+                "ledger.jsonl.3",
+                "ledger.jsonl.2",
+                "ledger.jsonl.1",
+                "ledger.jsonl"
+            ]
         );
     }
 
@@ -237,7 +246,12 @@ mod tests {
     fn listing_ignores_unrelated_names() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("ledger.jsonl");
-        for name in ["ledger.jsonl.bak", "ledger.jsonl.", "other.jsonl.1", "ledger.jsonl.12"] {
+        for name in [
+            "ledger.jsonl.bak",
+            "ledger.jsonl.",
+            "other.jsonl.1",
+            "ledger.jsonl.12",
+        ] {
             fs::write(tmp.path().join(name), "").unwrap();
         }
         let files = ledger_files(&path).unwrap();

@@ -210,7 +210,9 @@ impl Ledger {
             self.rotate(st)?;
         }
         let Some(file) = st.file.clone() else {
-            return Err(LedgerError::Write(io::Error::other("ledger file is not open")));
+            return Err(LedgerError::Write(io::Error::other(
+                "ledger file is not open",
+            )));
         };
         let prefixed;
         let buf: &[u8] = if st.needs_newline {
