@@ -261,3 +261,15 @@ fn schema_and_reader_reject_the_same_bad_lines() {
         assert!(!check(&bad).is_empty(), "schema accepts {name}: {bad}");
     }
 }
+
+#[test]
+fn the_documented_example_is_a_valid_record() {
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ledger.md"));
+    let line = doc.lines().find(|l| l.starts_with(r#"{"v":1,"#)).unwrap();
+    let rec: Record = serde_json::from_str(line).unwrap();
+    assert_eq!(check(line), Vec::<String>::new());
+    assert_eq!(
+        String::from_utf8(rec.to_line().unwrap()).unwrap(),
+        format!("{line}\n")
+    );
+}

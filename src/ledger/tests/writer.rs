@@ -6,6 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
+fn the_ledger_can_be_shared_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Ledger>();
+}
+
+#[test]
 fn append_writes_the_exact_line_and_counts_it() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("state/ledger.jsonl");
@@ -24,6 +30,13 @@ fn append_writes_the_exact_line_and_counts_it() {
         }
     );
     assert!(ledger.dirty.load(std::sync::atomic::Ordering::Acquire));
+    assert_eq!(
+        serde_json::to_string(&status).unwrap(),
+        format!(
+            r#"{{"path":"{}","records":1,"errors":0,"writable":true,"last_error":null}}"#,
+            path.display()
+        )
+    );
 }
 
 #[test]
