@@ -1,8 +1,8 @@
 //! The ledger's files on disk: opening, torn-tail repair, rotation, and listing for readers.
 //!
 //! Rotation shifts names like logrotate: the live file `ledger.jsonl` becomes
-//! `ledger.jsonl.1`, `.1` becomes `.2`, and so on; the file that would become
-//! `.{keep+1}` is deleted. So `.1` is always the newest rotated file.
+//! `ledger.jsonl.1`, `.1` becomes `.2`, and so on; what would go past `.{keep}` is
+//! deleted. So `.1` is always the newest rotated file.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -66,14 +66,19 @@ fn end_of_last_line(file: &mut File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
-/// Rotates the live file: deletes `.keep`, shifts `.n` to `.n+1`, renames the live file
-/// to `.1`. With `keep == 0` the live file is deleted. Stops at the first failure, so no
-/// rename ever replaces a file that was not moved away first.
+/// Rotates the live file: deletes rotated files numbered `keep` and above (also those
+/// left by a larger `keep` before), shifts `.n` to `.n+1`, renames the live file to `.1`.
+/// With `keep == 0` the live file is deleted. Stops at the first failure, so no rename
+/// ever replaces a file that was not moved away first.
 pub fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    for (n, old) in rotated_files(path) {
+        if n >= keep as u64 {
+            remove_if_exists(&old)?;
+        }
+    }
     if keep == 0 {
         return remove_if_exists(path);
     }
-    remove_if_exists(&rotated_path(path, keep))?;
     for n in (1..keep).rev() {
         rename_if_exists(&rotated_path(path, n), &rotated_path(path, n + 1))?;
     }
@@ -106,7 +111,18 @@ pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
 /// The ledger's files, oldest first: rotated files by descending number, then the live
 /// file. Files that do not exist are left out.
 pub fn ledger_files(path: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
+    let mut files: Vec<PathBuf> = rotated_files(path).into_iter().map(|(_, p)| p).collect();
+    match fs::metadata(path) {
+        Ok(_) => files.push(path.to_path_buf()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(files)
+}
+
+/// The rotated files beside `path` (`<name>.<number>`), highest number (oldest) first.
+fn rotated_files(path: &Path) -> Vec<(u64, PathBuf)> {
+    let mut rotated = Vec::new();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -126,13 +142,7 @@ pub fn ledger_files(path: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
-    match fs::metadata(path) {
-        Ok(_) => files.push(path.to_path_buf()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    Ok(files)
+    rotated
 }
 
 /// One line of a ledger file, as readers see it.
@@ -157,7 +167,11 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(Line<'_>)) -> io::Result<()>
         }
         number += 1;
         let terminated = buf.last() == Some(&b'\n');
-        let bytes = if terminated { &buf[..buf.len() - 1] } else { &buf[..] };
+        let bytes = if terminated {
+            &buf[..buf.len() - 1]
+        } else {
+            &buf[..]
+        };
         f(Line {
             number,
             bytes,
@@ -229,7 +243,32 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["ledger.jsonl.3", "ledger.jsonl.2", "ledger.jsonl.1", "ledger.jsonl"]
+            [
+                "ledger.jsonl.3",
+                "ledger.jsonl.2",
+                "ledger.jsonl.1",
+                "ledger.jsonl"
+            ]
+        );
+    }
+
+    #[test]
+    fn rotation_removes_files_beyond_a_smaller_keep() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("ledger.jsonl");
+        for n in 1..=5 {
+            fs::write(rotated_path(&path, n), format!("{n}\n")).unwrap();
+        }
+        fs::write(&path, "live\n").unwrap();
+        rotate(&path, 2).unwrap();
+        assert_eq!(
+            ledger_files(&path).unwrap(),
+            vec![rotated_path(&path, 2), rotated_path(&path, 1)]
+        );
+        assert_eq!(fs::read_to_string(rotated_path(&path, 2)).unwrap(), "1\n");
+        assert_eq!(
+            fs::read_to_string(rotated_path(&path, 1)).unwrap(),
+            "live\n"
         );
     }
 
@@ -237,7 +276,12 @@ mod tests {
     fn listing_ignores_unrelated_names() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("ledger.jsonl");
-        for name in ["ledger.jsonl.bak", "ledger.jsonl.", "other.jsonl.1", "ledger.jsonl.12"] {
+        for name in [
+            "ledger.jsonl.bak",
+            "ledger.jsonl.",
+            "other.jsonl.1",
+            "ledger.jsonl.12",
+        ] {
             fs::write(tmp.path().join(name), "").unwrap();
         }
         let files = ledger_files(&path).unwrap();

@@ -120,7 +120,13 @@ mod tests {
         // 1 ms after the epoch, random part 0: the time sits in the first 10 characters.
         assert_eq!(encode(1u128 << RANDOM_BITS), "00000000010000000000000000");
         assert_eq!(encode(31), "0000000000000000000000000Z");
-        for v in [0, 31, 1u128 << RANDOM_BITS, u128::MAX, 0x0123_4567_89ab_cdef] {
+        for v in [
+            0,
+            31,
+            1u128 << RANDOM_BITS,
+            u128::MAX,
+            0x0123_4567_89ab_cdef,
+        ] {
             assert_eq!(decode(&encode(v)), Some(v));
         }
         assert_eq!(decode("not an id"), None);

@@ -19,7 +19,10 @@ pub use files::{ledger_files, rotated_path};
 pub use id::{is_valid_id, new_id};
 pub use record::{AccountHash, LimitKind, LimitNote, Outcome, Record, Route, SCHEMA_VERSION};
 pub use settings::{default_ledger_path, FsyncPolicy, LedgerSettings, LEDGER_FILE_NAME};
-pub use time::Timestamp;
-pub use writer::{Ledger, LedgerError, LedgerStatus};
 pub use summary::{parse_since, run_summary, summarize, BillingRow, ModelRow, Summary, Totals};
+pub use time::Timestamp;
 pub use verify::{run_verify, verify, Problem, VerifyReport};
+pub use writer::{Ledger, LedgerError, LedgerStatus};
+
+#[cfg(test)]
+mod tests;

@@ -78,7 +78,12 @@ pub fn default_ledger_path() -> PathBuf {
 fn default_ledger_path_from(state_dir: Option<OsString>, xdg_state: Option<OsString>) -> PathBuf {
     let state_dir = state_dir.and_then(|v| {
         // systemd joins several StateDirectory= entries with ':'.
-        let first = v.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+        let first = v
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         (!first.is_empty()).then(|| PathBuf::from(first))
     });
     let dir = match (state_dir, xdg_state.filter(|v| !v.is_empty())) {
@@ -96,7 +101,10 @@ mod tests {
 
     #[test]
     fn parses_fsync_policies() {
-        assert_eq!("always".parse::<FsyncPolicy>().unwrap(), FsyncPolicy::Always);
+        assert_eq!(
+            "always".parse::<FsyncPolicy>().unwrap(),
+            FsyncPolicy::Always
+        );
         assert_eq!(
             "1s".parse::<FsyncPolicy>().unwrap(),
             FsyncPolicy::Every(Duration::from_secs(1))
@@ -107,7 +115,10 @@ mod tests {
         );
         assert_eq!("0s".parse::<FsyncPolicy>().unwrap(), FsyncPolicy::Always);
         let err = "sometimes".parse::<FsyncPolicy>().unwrap_err();
-        assert!(err.starts_with("ledger.fsync = \"sometimes\": expected \"always\""), "{err}");
+        assert!(
+            err.starts_with("ledger.fsync = \"sometimes\": expected \"always\""),
+            "{err}"
+        );
     }
 
     #[test]

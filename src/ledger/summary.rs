@@ -206,7 +206,11 @@ impl Summary {
             r
         };
         for m in &self.by_model {
-            rows.push(row(m.billing.as_str(), m.model.as_deref().unwrap_or("-"), &m.totals));
+            rows.push(row(
+                m.billing.as_str(),
+                m.model.as_deref().unwrap_or("-"),
+                &m.totals,
+            ));
         }
         for b in &self.by_billing {
             rows.push(row(b.billing.as_str(), "(all)", &b.totals));

@@ -48,7 +48,9 @@ impl Timestamp {
     /// Parses the form records use: `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (UTC, `Z` only).
     pub fn parse_strict(s: &str) -> Result<Self, String> {
         if !s.ends_with('Z') {
-            return Err(format!("timestamp {s:?} is not RFC 3339 UTC (must end in Z)"));
+            return Err(format!(
+                "timestamp {s:?} is not RFC 3339 UTC (must end in Z)"
+            ));
         }
         humantime::parse_rfc3339(s)
             .map(Self::from)
@@ -94,7 +96,10 @@ mod tests {
     fn formats_with_milliseconds_and_z() {
         let t = Timestamp::from_unix_ms(1_764_000_000_123);
         assert_eq!(t.to_string(), "2025-11-24T16:00:00.123Z");
-        assert_eq!(Timestamp::from_unix_ms(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_unix_ms(0).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             Timestamp::from_unix_ms(u64::MAX).to_string(),
             "9999-12-31T23:59:59.999Z"
@@ -112,7 +117,9 @@ mod tests {
         let t = Timestamp::parse_strict("2025-11-24T16:00:00.123Z").unwrap();
         assert_eq!(t.unix_ms(), 1_764_000_000_123);
         assert_eq!(
-            Timestamp::parse_strict("2025-11-24T16:00:00Z").unwrap().unix_ms(),
+            Timestamp::parse_strict("2025-11-24T16:00:00Z")
+                .unwrap()
+                .unix_ms(),
             1_764_000_000_000
         );
         assert!(Timestamp::parse_strict("2025-11-24T16:00:00+00:00").is_err());

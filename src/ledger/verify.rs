@@ -30,7 +30,7 @@ impl fmt::Display for Problem {
 pub struct VerifyReport {
     /// Files read, oldest first.
     pub files: Vec<PathBuf>,
-    /// Lines that are valid records.
+    /// Lines that parse as records (duplicates and an unterminated last line included).
     pub records: u64,
     /// In file and line order; duplicates are reported at their later occurrence.
     pub problems: Vec<Problem>,
@@ -127,7 +127,7 @@ pub fn run_verify(path: &Path) -> Result<String, String> {
         out += &format!("... and {} more\n", report.problems.len() - MAX_LISTED);
     }
     out += &format!(
-        "{} problem{} in {files} file{} ({} valid records)\n",
+        "{} problem{} in {files} file{} ({} records parsed)\n",
         report.problems.len(),
         if report.problems.len() == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },

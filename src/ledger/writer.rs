@@ -3,7 +3,8 @@
 //! `append` is synchronous and short: it serializes the record, takes a std mutex, and
 //! hands the whole line to the kernel in one `write` on an `O_APPEND` file, so a record
 //! is never split or interleaved with another and survives the process being killed
-//! right after. Forcing it to disk is the fsync policy's job (see [`super::syncer`]).
+//! right after. Forcing it to disk is the fsync policy's job: `Always` here, `Every`
+//! in the background syncer.
 
 use super::files;
 use super::record::Record;
@@ -210,7 +211,9 @@ impl Ledger {
             self.rotate(st)?;
         }
         let Some(file) = st.file.clone() else {
-            return Err(LedgerError::Write(io::Error::other("ledger file is not open")));
+            return Err(LedgerError::Write(io::Error::other(
+                "ledger file is not open",
+            )));
         };
         let prefixed;
         let buf: &[u8] = if st.needs_newline {
