@@ -106,6 +106,8 @@ pub async fn run(
         _ = force => tracing::warn!("second signal: exiting at once"),
     }
     if let Some(l) = &app.ledger {
+        // Stop the group-commit task and fsync what it had not yet.
+        l.close();
         l.flush();
     }
     admin_task.abort();
