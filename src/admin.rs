@@ -26,17 +26,25 @@ pub fn handle<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>> {
             crate::credentials::publish_metrics(&app.creds);
             let body = crate::telemetry::metrics_handle().render();
             let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
             r
         }
         "/status" => {
             let body = serde_json::to_vec_pretty(&status(app)).unwrap_or_default();
             let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /healthz /readyz /metrics /status\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: /healthz /readyz /metrics /status\n",
+        ),
     }
 }
 
@@ -58,6 +66,9 @@ pub fn status(app: &App) -> serde_json::Value {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }

@@ -41,7 +41,10 @@ impl App {
             Some(path) => match files::read_secret_file("server.client_token_file", path) {
                 Ok(t) if !t.is_empty() => Some(sha2::Sha256::digest(t.expose().as_bytes()).into()),
                 Ok(_) => {
-                    problems.push(format!("server.client_token_file {}: is empty", path.display()));
+                    problems.push(format!(
+                        "server.client_token_file {}: is empty",
+                        path.display()
+                    ));
                     None
                 }
                 Err(files::FileProblem::Missing) => {
@@ -57,14 +60,19 @@ impl App {
                 }
             },
         };
-        let client = match build_client(config.upstream.ca_file.as_deref(), config.upstream.connect_timeout) {
+        let client = match build_client(
+            config.upstream.ca_file.as_deref(),
+            config.upstream.connect_timeout,
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 problems.push(e);
                 None
             }
         };
-        let (Some(client), true) = (client, problems.is_empty()) else { return Err(problems) };
+        let (Some(client), true) = (client, problems.is_empty()) else {
+            return Err(problems);
+        };
         // A ledger that cannot be opened now is retried on every append; with
         // ledger.required the proxy refuses requests until it can be written.
         let (ledger, err) = Ledger::open_lenient(ledger_settings(&config));

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "codex-sidecar", version, about = "The Codex agent's local model endpoint: right credential, right upstream, exact billing ledger")]
+#[command(
+    name = "codex-sidecar",
+    version,
+    about = "The Codex agent's local model endpoint: right credential, right upstream, exact billing ledger"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

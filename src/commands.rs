@@ -31,7 +31,12 @@ pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
     let mut out = String::new();
     out.push_str(&format!(
         "# effective configuration ({}; secrets are never printed)\n",
-        cfg.source.as_ref().map_or("embedded defaults".to_owned(), |p| format!("file {}", p.display()))
+        cfg.source
+            .as_ref()
+            .map_or("embedded defaults".to_owned(), |p| format!(
+                "file {}",
+                p.display()
+            ))
     ));
     out.push_str(&cfg.effective_toml());
     let mut problems = Vec::new();
@@ -42,7 +47,10 @@ pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
             "chatgpt_plan: connected (account {}, plan {}, access token expires {})\n",
             c.account_hash.as_str(),
             c.tokens.plan_type.as_deref().unwrap_or("unknown"),
-            c.tokens.expires_at.and_then(crate::time::rfc3339_from_unix).unwrap_or_else(|| "at an unknown time".into())
+            c.tokens
+                .expires_at
+                .and_then(crate::time::rfc3339_from_unix)
+                .unwrap_or_else(|| "at an unknown time".into())
         )),
         ChatgptStatus::Invalid(m) => problems.push(m),
         other => out.push_str(&format!("chatgpt_plan: {}\n", other.state_name())),
@@ -51,10 +59,19 @@ pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
     if let Some(org) = views.iter().find(|v| v.source == "org") {
         match org.state {
             "invalid" => problems.push(org.detail.clone().unwrap_or_default()),
-            state => out.push_str(&format!("org: {state}{}\n", org.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())),
+            state => out.push_str(&format!(
+                "org: {state}{}\n",
+                org.detail
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )),
         }
     }
-    if !matches!(store.chatgpt(), ChatgptStatus::Connected(_)) && store.org().is_none() && problems.is_empty() {
+    if !matches!(store.chatgpt(), ChatgptStatus::Connected(_))
+        && store.org().is_none()
+        && problems.is_empty()
+    {
         out.push_str(&format!(
             "warning: no usable credential yet; requests will get 503 no_credential. Looked at: {}\n",
             store.describe_sources()
@@ -71,7 +88,9 @@ pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
         }
     }
     if let Some(ca) = &cfg.upstream.ca_file {
-        if let Err(e) = crate::upstream::build_client::<Empty<Bytes>>(Some(ca), cfg.upstream.connect_timeout) {
+        if let Err(e) =
+            crate::upstream::build_client::<Empty<Bytes>>(Some(ca), cfg.upstream.connect_timeout)
+        {
             problems.push(e);
         }
     }
@@ -84,7 +103,9 @@ pub async fn admin_get(admin: &str, path: &str) -> Result<(u16, Bytes), String> 
         .parse()
         .map_err(|e| format!("--admin {admin:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("--admin {admin:?}: the admin endpoint speaks plain http on loopback"));
+        return Err(format!(
+            "--admin {admin:?}: the admin endpoint speaks plain http on loopback"
+        ));
     }
     let host = uri.host().ok_or("--admin has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
@@ -100,9 +121,17 @@ pub async fn admin_get(admin: &str, path: &str) -> Result<(u16, Bytes), String> 
             .header(http::header::HOST, format!("{host}:{port}"))
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| format!("admin endpoint {admin}: {e}"))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("admin endpoint {admin}: {e}"))?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         Ok((status, body))
     };
     tokio::time::timeout(Duration::from_secs(5), fut)

@@ -318,24 +318,34 @@ pub struct BaseUrl {
 impl BaseUrl {
     pub fn parse(s: &str) -> Result<BaseUrl, String> {
         let uri: http::Uri = s.parse().map_err(|e| format!("not a URL ({e})"))?;
-        let scheme = uri.scheme().cloned().ok_or("must start with https:// or http://")?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or("must start with https:// or http://")?;
         if scheme != http::uri::Scheme::HTTPS && scheme != http::uri::Scheme::HTTP {
             return Err("must start with https:// or http://".into());
         }
         let authority = uri.authority().cloned().ok_or("has no host")?;
         if authority.as_str().contains('@') {
-            return Err("must not contain user:password@ (credentials come from their own files)".into());
+            return Err(
+                "must not contain user:password@ (credentials come from their own files)".into(),
+            );
         }
         if uri.query().is_some() {
             return Err("must not have a query string".into());
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
-        Ok(BaseUrl { scheme, authority, prefix })
+        Ok(BaseUrl {
+            scheme,
+            authority,
+            prefix,
+        })
     }
 
     /// `{base}{suffix}` plus the client's query string, as a URI.
     pub fn join(&self, suffix: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
-        let mut path = String::with_capacity(self.prefix.len() + suffix.len() + 1 + query.map_or(0, str::len));
+        let mut path =
+            String::with_capacity(self.prefix.len() + suffix.len() + 1 + query.map_or(0, str::len));
         path.push_str(&self.prefix);
         path.push_str(suffix);
         if let Some(q) = query {
@@ -350,8 +360,16 @@ impl BaseUrl {
     }
 
     pub fn is_loopback(&self) -> bool {
-        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
-        host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
     }
 }
 
@@ -370,19 +388,38 @@ pub struct Overrides {
 
 /// Loads `file` (if any), overlays the environment and the flags, and validates.
 /// The error lists every problem, one a line, each naming the key and the fix.
-pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, flags: &Overrides) -> Result<Config, Vec<String>> {
-    let mut doc: toml::Table = DEFAULTS.parse().map_err(|e| vec![format!("embedded defaults: {e}")])?;
+pub fn load(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flags: &Overrides,
+) -> Result<Config, Vec<String>> {
+    let mut doc: toml::Table = DEFAULTS
+        .parse()
+        .map_err(|e| vec![format!("embedded defaults: {e}")])?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![format!("config file {}: cannot read it: {e}", path.display())])?;
-        let layer: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| vec![format!("config file {}: {}", path.display(), one_line(&e.to_string()))])?;
-        merge_file_layer(&mut doc, layer).map_err(|e| vec![format!("config file {}: {e}", path.display())])?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![format!(
+                "config file {}: cannot read it: {e}",
+                path.display()
+            )]
+        })?;
+        let layer: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![format!(
+                "config file {}: {}",
+                path.display(),
+                one_line(&e.to_string())
+            )]
+        })?;
+        merge_file_layer(&mut doc, layer)
+            .map_err(|e| vec![format!("config file {}: {e}", path.display())])?;
     }
     let mut problems = Vec::new();
     for (section, key, kind) in KEYS {
-        let var = format!("CODEX_SIDECAR_{}_{}", section.to_uppercase(), key.to_uppercase());
+        let var = format!(
+            "CODEX_SIDECAR_{}_{}",
+            section.to_uppercase(),
+            key.to_uppercase()
+        );
         if let Some(value) = env(&var) {
             match env_value(&value, *kind) {
                 Ok(v) => set(&mut doc, section, key, v),
@@ -394,7 +431,12 @@ pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, flags: &O
         set(&mut doc, "server", "listen", toml::Value::String(l.clone()));
     }
     if let Some(l) = &flags.admin_listen {
-        set(&mut doc, "server", "admin_listen", toml::Value::String(l.clone()));
+        set(
+            &mut doc,
+            "server",
+            "admin_listen",
+            toml::Value::String(l.clone()),
+        );
     }
     let raw: RawConfig = match toml::Value::Table(doc).try_into() {
         Ok(raw) => raw,
@@ -425,15 +467,23 @@ fn merge_file_layer(doc: &mut toml::Table, layer: toml::Table) -> Result<(), Str
     for (section, value) in layer {
         let Some(toml::Value::Table(target)) = doc.get_mut(&section) else {
             let known: Vec<&str> = doc.keys().map(String::as_str).collect();
-            return Err(format!("unknown section [{section}] (known sections: {})", known.join(", ")));
+            return Err(format!(
+                "unknown section [{section}] (known sections: {})",
+                known.join(", ")
+            ));
         };
         let toml::Value::Table(entries) = value else {
-            return Err(format!("`{section}` must be a table: write it as [{section}]"));
+            return Err(format!(
+                "`{section}` must be a table: write it as [{section}]"
+            ));
         };
         for (key, v) in entries {
             if !target.contains_key(&key) {
                 let known: Vec<&str> = target.keys().map(String::as_str).collect();
-                return Err(format!("unknown key `{key}` in [{section}] (known keys: {})", known.join(", ")));
+                return Err(format!(
+                    "unknown key `{key}` in [{section}] (known keys: {})",
+                    known.join(", ")
+                ));
             }
             target.insert(key, v);
         }
@@ -455,7 +505,12 @@ fn env_value(value: &str, kind: Kind) -> Result<toml::Value, String> {
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
             _ => return Err("expected true or false".into()),
         },
-        Kind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| "expected a whole number".to_owned())?),
+        Kind::Int => toml::Value::Integer(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| "expected a whole number".to_owned())?,
+        ),
     })
 }
 
@@ -464,7 +519,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size: write e.g. \"32MiB\", \"512KiB\" or a number of bytes"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a size: write e.g. \"32MiB\", \"512KiB\" or a number of bytes")
+    })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" => 1 << 10,
@@ -473,9 +530,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "kb" | "k" => 1_000,
         "mb" | "m" => 1_000_000,
         "gb" | "g" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}: use KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}: use KiB, MiB or GiB"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn size(v: &SizeValue) -> Result<u64, String> {
@@ -486,8 +548,9 @@ fn size(v: &SizeValue) -> Result<u64, String> {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}): write e.g. \"250ms\", \"30s\", \"5m\""))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not a duration ({e}): write e.g. \"250ms\", \"30s\", \"5m\"")
+    })
 }
 
 fn opt_path(s: &str) -> Option<PathBuf> {
@@ -521,7 +584,11 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let fallback_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let r = &raw;
     let listen = field!("server.listen", parse_addr(&r.server.listen), fallback_addr);
-    let admin_listen = field!("server.admin_listen", parse_addr(&r.server.admin_listen), fallback_addr);
+    let admin_listen = field!(
+        "server.admin_listen",
+        parse_addr(&r.server.admin_listen),
+        fallback_addr
+    );
     // Only the proxy listener spends credentials; the admin listener (metrics,
     // health, secret-free status) may face a scraper on another address.
     if !r.server.allow_remote && !listen.ip().is_loopback() {
@@ -533,20 +600,43 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             )),
         );
     }
-    let max_request_body = field!("server.max_request_body", size(&r.server.max_request_body), 0);
-    let shutdown_grace = field!("server.shutdown_grace", duration(&r.server.shutdown_grace), Duration::ZERO);
+    let max_request_body = field!(
+        "server.max_request_body",
+        size(&r.server.max_request_body),
+        0
+    );
+    let shutdown_grace = field!(
+        "server.shutdown_grace",
+        duration(&r.server.shutdown_grace),
+        Duration::ZERO
+    );
     let placeholder = || BaseUrl {
         scheme: http::uri::Scheme::HTTPS,
         authority: http::uri::Authority::from_static("invalid"),
         prefix: String::new(),
     };
-    let chatgpt_base = field!("chatgpt.base_url", BaseUrl::parse(&r.chatgpt.base_url), placeholder());
-    let auth_url = field!("chatgpt.auth_url", BaseUrl::parse(&r.chatgpt.auth_url), placeholder());
+    let chatgpt_base = field!(
+        "chatgpt.base_url",
+        BaseUrl::parse(&r.chatgpt.base_url),
+        placeholder()
+    );
+    let auth_url = field!(
+        "chatgpt.auth_url",
+        BaseUrl::parse(&r.chatgpt.auth_url),
+        placeholder()
+    );
     if r.chatgpt.client_id.trim().is_empty() {
         check("chatgpt.client_id", Err("must not be empty".into()));
     }
-    let org_base = field!("org.base_url", BaseUrl::parse(&r.org.base_url), placeholder());
-    for (key, base) in [("chatgpt.base_url", &chatgpt_base), ("org.base_url", &org_base)] {
+    let org_base = field!(
+        "org.base_url",
+        BaseUrl::parse(&r.org.base_url),
+        placeholder()
+    );
+    for (key, base) in [
+        ("chatgpt.base_url", &chatgpt_base),
+        ("org.base_url", &org_base),
+    ] {
         if base.scheme == http::uri::Scheme::HTTP && !base.is_loopback() {
             check(
                 key,
@@ -559,24 +649,46 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     if r.org.api_key_env.trim().is_empty() && r.org.api_key_file.trim().is_empty() {
         // Allowed: the org source is then simply never configured.
     }
-    let connect_timeout = field!("upstream.connect_timeout", nonzero(duration(&r.upstream.connect_timeout)), Duration::ZERO);
-    let first_byte_timeout =
-        field!("upstream.first_byte_timeout", nonzero(duration(&r.upstream.first_byte_timeout)), Duration::ZERO);
-    let idle_timeout = field!("upstream.idle_timeout", nonzero(duration(&r.upstream.idle_timeout)), Duration::ZERO);
-    let max_hold = field!("limits.max_hold", duration(&r.limits.max_hold), Duration::ZERO);
+    let connect_timeout = field!(
+        "upstream.connect_timeout",
+        nonzero(duration(&r.upstream.connect_timeout)),
+        Duration::ZERO
+    );
+    let first_byte_timeout = field!(
+        "upstream.first_byte_timeout",
+        nonzero(duration(&r.upstream.first_byte_timeout)),
+        Duration::ZERO
+    );
+    let idle_timeout = field!(
+        "upstream.idle_timeout",
+        nonzero(duration(&r.upstream.idle_timeout)),
+        Duration::ZERO
+    );
+    let max_hold = field!(
+        "limits.max_hold",
+        duration(&r.limits.max_hold),
+        Duration::ZERO
+    );
     let on_usage_limit = field!(
         "limits.on_usage_limit",
         match r.limits.on_usage_limit.trim() {
             "fail" => Ok(OnUsageLimit::Fail),
             "fallback_to_org" => Ok(OnUsageLimit::FallbackToOrg),
-            other => Err(format!("{other:?} is not one of \"fail\", \"fallback_to_org\"")),
+            other => Err(format!(
+                "{other:?} is not one of \"fail\", \"fallback_to_org\""
+            )),
         },
         OnUsageLimit::Fail
     );
-    let exhausted_probe = field!("limits.exhausted_probe", nonzero(duration(&r.limits.exhausted_probe)), Duration::ZERO);
+    let exhausted_probe = field!(
+        "limits.exhausted_probe",
+        nonzero(duration(&r.limits.exhausted_probe)),
+        Duration::ZERO
+    );
     let requests_per_minute = field!(
         "limits.requests_per_minute",
-        u32::try_from(r.limits.requests_per_minute).map_err(|_| "must be between 0 and 4294967295".to_owned()),
+        u32::try_from(r.limits.requests_per_minute)
+            .map_err(|_| "must be between 0 and 4294967295".to_owned()),
         0
     );
     let burst = field!(
@@ -591,16 +703,26 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         "ledger.fsync",
         match r.ledger.fsync.trim() {
             "always" => Ok(Fsync::Always),
-            other => nonzero(duration(other)).map(Fsync::Every).map_err(|e| format!("{e}, or \"always\"")),
+            other => nonzero(duration(other))
+                .map(Fsync::Every)
+                .map_err(|e| format!("{e}, or \"always\"")),
         },
         Fsync::Always
     );
     let rotate_bytes = field!(
         "ledger.rotate_bytes",
-        size(&r.ledger.rotate_bytes).and_then(|n| if n < 4096 { Err("must be at least 4KiB".into()) } else { Ok(n) }),
+        size(&r.ledger.rotate_bytes).and_then(|n| if n < 4096 {
+            Err("must be at least 4KiB".into())
+        } else {
+            Ok(n)
+        }),
         0
     );
-    let keep = field!("ledger.keep", usize::try_from(r.ledger.keep).map_err(|_| "must not be negative".to_owned()), 0);
+    let keep = field!(
+        "ledger.keep",
+        usize::try_from(r.ledger.keep).map_err(|_| "must not be negative".to_owned()),
+        0
+    );
     let ledger_path = match opt_path(&r.ledger.path) {
         Some(p) => p,
         None => default_state_dir(env).join("ledger.jsonl"),
@@ -609,12 +731,13 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         "events.url",
         match opt_str(&r.events.url) {
             None => Ok(None),
-            Some(u) => u
-                .parse::<http::Uri>()
-                .ok()
-                .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
-                .map(Some)
-                .ok_or_else(|| "must be an http:// or https:// URL".to_owned()),
+            Some(u) =>
+                u.parse::<http::Uri>()
+                    .ok()
+                    .filter(|u| matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.authority().is_some())
+                    .map(Some)
+                    .ok_or_else(|| "must be an http:// or https:// URL".to_owned()),
         },
         None
     );
@@ -624,7 +747,9 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "json" => Ok(LogFormat::Json),
             "text" => Ok(LogFormat::Text),
             "auto" => Ok(LogFormat::Auto),
-            other => Err(format!("{other:?} is not one of \"json\", \"text\", \"auto\"")),
+            other => Err(format!(
+                "{other:?} is not one of \"json\", \"text\", \"auto\""
+            )),
         },
         LogFormat::Auto
     );
@@ -667,8 +792,20 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             idle_timeout,
             ca_file: opt_path(&r.upstream.ca_file),
         },
-        limits: LimitsConfig { max_hold, on_usage_limit, exhausted_probe, requests_per_minute, burst },
-        ledger: LedgerConfig { path: ledger_path, fsync, rotate_bytes, keep, required: r.ledger.required },
+        limits: LimitsConfig {
+            max_hold,
+            on_usage_limit,
+            exhausted_probe,
+            requests_per_minute,
+            burst,
+        },
+        ledger: LedgerConfig {
+            path: ledger_path,
+            fsync,
+            rotate_bytes,
+            keep,
+            required: r.ledger.required,
+        },
         events: EventsConfig { url: events_url },
         log: LogConfig { format, level },
         raw,
@@ -677,7 +814,13 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 }
 
 fn nonzero(d: Result<Duration, String>) -> Result<Duration, String> {
-    d.and_then(|d| if d.is_zero() { Err("must be longer than 0s".into()) } else { Ok(d) })
+    d.and_then(|d| {
+        if d.is_zero() {
+            Err("must be longer than 0s".into())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -705,32 +848,52 @@ impl Config {
         let mut raw = self.raw.clone();
         raw.events.url = redact_url(&raw.events.url);
         raw.ledger.path = self.ledger.path.display().to_string();
-        toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        toml::to_string(&raw)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 
 /// Hides `user:pass@` and the query string of a URL.
 pub fn redact_url(url: &str) -> String {
     let Ok(uri) = url.parse::<http::Uri>() else {
-        return if url.is_empty() { String::new() } else { "[redacted]".into() };
+        return if url.is_empty() {
+            String::new()
+        } else {
+            "[redacted]".into()
+        };
     };
     let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
-        return if url.is_empty() { String::new() } else { "[redacted]".into() };
+        return if url.is_empty() {
+            String::new()
+        } else {
+            "[redacted]".into()
+        };
     };
     let host = auth.as_str().rsplit('@').next().unwrap_or("");
-    let q = if uri.query().is_some() { "?[redacted]" } else { "" };
-    let user = if auth.as_str().contains('@') { "[redacted]@" } else { "" };
+    let q = if uri.query().is_some() {
+        "?[redacted]"
+    } else {
+        ""
+    };
+    let user = if auth.as_str().contains('@') {
+        "[redacted]@"
+    } else {
+        ""
+    };
     format!("{scheme}://{user}{host}{}{q}", uri.path())
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -747,7 +910,10 @@ mod tests {
         assert_eq!(c.server.admin_listen, "127.0.0.1:7801".parse().unwrap());
         assert_eq!(c.server.max_request_body, 32 << 20);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
-        assert_eq!(c.chatgpt.base_url.to_string(), "https://chatgpt.com/backend-api/codex");
+        assert_eq!(
+            c.chatgpt.base_url.to_string(),
+            "https://chatgpt.com/backend-api/codex"
+        );
         assert_eq!(c.org.base_url.to_string(), "https://api.openai.com/v1");
         assert_eq!(c.org.api_key_env, "OPENAI_API_KEY");
         assert_eq!(c.upstream.idle_timeout, Duration::from_secs(300));
@@ -755,14 +921,23 @@ mod tests {
         assert_eq!(c.limits.on_usage_limit, OnUsageLimit::Fail);
         assert_eq!(c.ledger.fsync, Fsync::Every(Duration::from_secs(1)));
         assert_eq!(c.ledger.rotate_bytes, 64 << 20);
-        assert_eq!(c.ledger.path, PathBuf::from("codex-sidecar-state/ledger.jsonl"));
+        assert_eq!(
+            c.ledger.path,
+            PathBuf::from("codex-sidecar-state/ledger.jsonl")
+        );
     }
 
     #[test]
     fn precedence_is_flag_then_env_then_file_then_default() {
         let f = file("[server]\nlisten = \"127.0.0.1:1111\"\nadmin_listen = \"127.0.0.1:2222\"\nshutdown_grace = \"5s\"\n");
-        let env = env_of(&[("CODEX_SIDECAR_SERVER_LISTEN", "127.0.0.1:3333"), ("CODEX_SIDECAR_LIMITS_BURST", "7")]);
-        let flags = Overrides { listen: Some("127.0.0.1:4444".into()), admin_listen: None };
+        let env = env_of(&[
+            ("CODEX_SIDECAR_SERVER_LISTEN", "127.0.0.1:3333"),
+            ("CODEX_SIDECAR_LIMITS_BURST", "7"),
+        ]);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:4444".into()),
+            admin_listen: None,
+        };
         let c = load(Some(f.path()), &env, &flags).unwrap();
         assert_eq!(c.server.listen.port(), 4444);
         assert_eq!(c.server.admin_listen.port(), 2222);
@@ -788,8 +963,12 @@ mod tests {
         let f = file(
             "[server]\nlisten = \"0.0.0.0:7800\"\nmax_request_body = \"12 parsecs\"\n[upstream]\nidle_timeout = \"soon\"\n[limits]\non_usage_limit = \"panic\"\nburst = 0\n[log]\nformat = \"xml\"\n",
         );
-        let e = load(Some(f.path()), &env_of(&[("CODEX_SIDECAR_LEDGER_REQUIRED", "maybe")]), &Overrides::default())
-            .unwrap_err();
+        let e = load(
+            Some(f.path()),
+            &env_of(&[("CODEX_SIDECAR_LEDGER_REQUIRED", "maybe")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         let all = e.join("\n");
         for needle in [
             "CODEX_SIDECAR_LEDGER_REQUIRED",
@@ -808,7 +987,10 @@ mod tests {
     fn wrong_types_in_the_file_are_errors() {
         let f = file("[server]\nallow_remote = \"yes\"\n");
         let e = load(Some(f.path()), &env_of(&[]), &Overrides::default()).unwrap_err();
-        assert!(e[0].contains("allow_remote") || e[0].contains("bool"), "{e:?}");
+        assert!(
+            e[0].contains("allow_remote") || e[0].contains("bool"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -837,7 +1019,10 @@ mod tests {
 
     #[test]
     fn state_dir_resolution() {
-        assert_eq!(default_state_dir(&env_of(&[("STATE_DIRECTORY", "/var/lib/x:/var/lib/y")])), PathBuf::from("/var/lib/x"));
+        assert_eq!(
+            default_state_dir(&env_of(&[("STATE_DIRECTORY", "/var/lib/x:/var/lib/y")])),
+            PathBuf::from("/var/lib/x")
+        );
         assert_eq!(
             default_state_dir(&env_of(&[("XDG_STATE_HOME", "/home/u/.local/state")])),
             PathBuf::from("/home/u/.local/state/codex-sidecar")
@@ -846,10 +1031,16 @@ mod tests {
 
     #[test]
     fn effective_config_redacts_url_secrets() {
-        let env = env_of(&[("CODEX_SIDECAR_EVENTS_URL", "https://user:hunter2@events.example/hook?token=abc")]);
+        let env = env_of(&[(
+            "CODEX_SIDECAR_EVENTS_URL",
+            "https://user:hunter2@events.example/hook?token=abc",
+        )]);
         let c = load(None, &env, &Overrides::default()).unwrap();
         let out = c.effective_toml();
         assert!(!out.contains("hunter2") && !out.contains("abc"), "{out}");
-        assert!(out.contains("https://[redacted]@events.example/hook?[redacted]"), "{out}");
+        assert!(
+            out.contains("https://[redacted]@events.example/hook?[redacted]"),
+            "{out}"
+        );
     }
 }

@@ -122,8 +122,12 @@ mod tests {
 
     #[test]
     fn usage_limit_fields_are_codex_compatible() {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_limit_reached", "used up")
-            .with_retry_after(Some(60));
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "usage_limit_reached",
+            "used up",
+        )
+        .with_retry_after(Some(60));
         e.plan_type = Some("plus".into());
         e.resets_at = Some(1_764_000_000);
         let v: serde_json::Value = serde_json::from_slice(&e.json_body()).unwrap();

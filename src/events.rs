@@ -44,12 +44,17 @@ pub async fn post_transitions(app: Arc<App>, url: Uri) {
         for attempt in 1..=ATTEMPTS {
             let req = Request::post(url.clone())
                 .header(header::CONTENT_TYPE, "application/json")
-                .header(header::USER_AGENT, concat!("codex-sidecar/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    header::USER_AGENT,
+                    concat!("codex-sidecar/", env!("CARGO_PKG_VERSION")),
+                )
                 .body(Full::new(body.clone()));
             let Ok(req) = req else { break };
             match tokio::time::timeout(TIMEOUT, client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => break,
-                Ok(Ok(resp)) => tracing::warn!(status = %resp.status(), attempt, "events.url refused a state change"),
+                Ok(Ok(resp)) => {
+                    tracing::warn!(status = %resp.status(), attempt, "events.url refused a state change")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, attempt, "events.url unreachable"),
                 Err(_) => tracing::warn!(attempt, "events.url timed out"),
             }

@@ -12,7 +12,17 @@ use codex_sidecar::config::{self, Overrides};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Serve { config, listen, admin_listen } => serve(config.config, Overrides { listen, admin_listen }),
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => serve(
+            config.config,
+            Overrides {
+                listen,
+                admin_listen,
+            },
+        ),
         Command::Check { config } => {
             let (out, problems) = commands::check(config.config.as_deref());
             let _ = std::io::stdout().write_all(out.as_bytes());
@@ -68,7 +78,10 @@ fn main() -> ExitCode {
 }
 
 fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -79,7 +92,9 @@ fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {
 
 fn ledger(command: LedgerCommand) -> u8 {
     let (file, cfg_file) = match &command {
-        LedgerCommand::Summary { file, config, .. } | LedgerCommand::Verify { file, config } => (file.clone(), config.config.clone()),
+        LedgerCommand::Summary { file, config, .. } | LedgerCommand::Verify { file, config } => {
+            (file.clone(), config.config.clone())
+        }
     };
     let path = match file {
         Some(f) => f,
@@ -94,7 +109,9 @@ fn ledger(command: LedgerCommand) -> u8 {
         },
     };
     let result = match command {
-        LedgerCommand::Summary { since, json, .. } => codex_sidecar::ledger::run_summary(&path, since.as_deref(), json),
+        LedgerCommand::Summary { since, json, .. } => {
+            codex_sidecar::ledger::run_summary(&path, since.as_deref(), json)
+        }
         LedgerCommand::Verify { .. } => codex_sidecar::ledger::run_verify(&path),
     };
     match result {
@@ -122,7 +139,10 @@ fn serve(file: Option<std::path::PathBuf>, flags: Overrides) -> u8 {
         }
     };
     let log = codex_sidecar::telemetry::init_logging(cfg.log.format, &cfg.log.level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -130,16 +150,17 @@ fn serve(file: Option<std::path::PathBuf>, flags: Overrides) -> u8 {
         }
     };
     rt.block_on(async move {
-        let mut sidecar = match codex_sidecar::run::start(cfg, Box::new(|k: &str| std::env::var(k).ok())).await {
-            Ok(s) => s,
-            Err(problems) => {
-                for p in problems {
-                    tracing::error!("{p}");
-                    eprintln!("start-up problem: {p}");
+        let mut sidecar =
+            match codex_sidecar::run::start(cfg, Box::new(|k: &str| std::env::var(k).ok())).await {
+                Ok(s) => s,
+                Err(problems) => {
+                    for p in problems {
+                        tracing::error!("{p}");
+                        eprintln!("start-up problem: {p}");
+                    }
+                    return 2;
                 }
-                return 2;
-            }
-        };
+            };
         codex_sidecar::signals::handle(&mut sidecar, file.as_deref(), &flags, log.as_ref()).await;
         sidecar.wait().await;
         tracing::info!("stopped");

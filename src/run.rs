@@ -29,10 +29,16 @@ pub struct Sidecar {
 /// Binds, builds the state and serves in the background.
 pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<String>> {
     crate::telemetry::metrics_handle();
-    let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await.map_err(|e| vec![e])?;
+    let listeners = Listeners::bind(config.server.listen, config.server.admin_listen)
+        .await
+        .map_err(|e| vec![e])?;
     let app = Arc::new(App::build(config, env)?);
-    let proxy_addr = listeners.proxy_addr().ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
-    let admin_addr = listeners.admin_addr().ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
+    let proxy_addr = listeners
+        .proxy_addr()
+        .ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
+    let admin_addr = listeners
+        .admin_addr()
+        .ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
     let mut background = Vec::new();
     background.push(tokio::spawn(watch_credentials(app.clone())));
     let limits = app.limits.clone();
@@ -43,7 +49,10 @@ pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<Strin
         }
     }
     if let Some(url) = app.config.events.url.clone() {
-        background.push(tokio::spawn(crate::events::post_transitions(app.clone(), url)));
+        background.push(tokio::spawn(crate::events::post_transitions(
+            app.clone(),
+            url,
+        )));
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (force_tx, force_rx) = oneshot::channel::<()>();
@@ -58,7 +67,15 @@ pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<Strin
         },
     ));
     tracing::info!(listen = %proxy_addr, admin = %admin_addr, version = env!("CARGO_PKG_VERSION"), "codex-sidecar ready");
-    Ok(Sidecar { proxy_addr, admin_addr, app, stop: Some(stop_tx), force: Some(force_tx), task, background })
+    Ok(Sidecar {
+        proxy_addr,
+        admin_addr,
+        app,
+        stop: Some(stop_tx),
+        force: Some(force_tx),
+        task,
+        background,
+    })
 }
 
 impl Sidecar {
@@ -94,23 +111,57 @@ impl Sidecar {
     /// level. Returns what could not be applied without a restart.
     pub fn reload(&self, new: &Config, log: Option<&crate::telemetry::LogReload>) -> Vec<String> {
         let old = &self.app.config;
-        self.app.creds.set_sources(crate::credentials::Sources::from_config(new));
+        self.app
+            .creds
+            .set_sources(crate::credentials::Sources::from_config(new));
         if let Some(log) = log {
             if let Err(e) = log.set_level(&new.log.level) {
                 tracing::warn!(error = %e, "log.level not applied");
             }
         }
         let mut not_applied = Vec::new();
-        let checks: [(&str, bool); 11] = [
-            ("limits", crate::app::limits_settings(new) != *self.app.limits.settings()),
+        let checks: [(&str, bool); 12] = [
+            (
+                "server.shutdown_grace",
+                old.server.shutdown_grace != new.server.shutdown_grace,
+            ),
+            (
+                "limits",
+                crate::app::limits_settings(new) != *self.app.limits.settings(),
+            ),
             ("server.listen", old.server.listen != new.server.listen),
-            ("server.admin_listen", old.server.admin_listen != new.server.admin_listen),
-            ("server.client_token_file", old.server.client_token_file != new.server.client_token_file),
-            ("server.max_request_body", old.server.max_request_body != new.server.max_request_body),
-            ("chatgpt.base_url", old.chatgpt.base_url != new.chatgpt.base_url),
+            (
+                "server.admin_listen",
+                old.server.admin_listen != new.server.admin_listen,
+            ),
+            (
+                "server.client_token_file",
+                old.server.client_token_file != new.server.client_token_file,
+            ),
+            (
+                "server.max_request_body",
+                old.server.max_request_body != new.server.max_request_body,
+            ),
+            (
+                "chatgpt.base_url",
+                old.chatgpt.base_url != new.chatgpt.base_url,
+            ),
             ("org.base_url", old.org.base_url != new.org.base_url),
-            ("upstream", old.upstream.ca_file != new.upstream.ca_file || old.upstream.idle_timeout != new.upstream.idle_timeout || old.upstream.first_byte_timeout != new.upstream.first_byte_timeout || old.upstream.connect_timeout != new.upstream.connect_timeout),
-            ("ledger", old.ledger.path != new.ledger.path || old.ledger.fsync != new.ledger.fsync || old.ledger.rotate_bytes != new.ledger.rotate_bytes || old.ledger.keep != new.ledger.keep || old.ledger.required != new.ledger.required),
+            (
+                "upstream",
+                old.upstream.ca_file != new.upstream.ca_file
+                    || old.upstream.idle_timeout != new.upstream.idle_timeout
+                    || old.upstream.first_byte_timeout != new.upstream.first_byte_timeout
+                    || old.upstream.connect_timeout != new.upstream.connect_timeout,
+            ),
+            (
+                "ledger",
+                old.ledger.path != new.ledger.path
+                    || old.ledger.fsync != new.ledger.fsync
+                    || old.ledger.rotate_bytes != new.ledger.rotate_bytes
+                    || old.ledger.keep != new.ledger.keep
+                    || old.ledger.required != new.ledger.required,
+            ),
             ("events.url", old.events.url != new.events.url),
             ("log.format", old.log.format != new.log.format),
         ];

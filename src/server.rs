@@ -30,9 +30,9 @@ impl Listeners {
         let p = TcpListener::bind(proxy)
             .await
             .map_err(|e| format!("server.listen {proxy}: cannot bind ({e}); is another sidecar running? pick another port"))?;
-        let a = TcpListener::bind(admin)
-            .await
-            .map_err(|e| format!("server.admin_listen {admin}: cannot bind ({e}); pick another port"))?;
+        let a = TcpListener::bind(admin).await.map_err(|e| {
+            format!("server.admin_listen {admin}: cannot bind ({e}); pick another port")
+        })?;
         Ok(Listeners { proxy: p, admin: a })
     }
 
@@ -47,8 +47,13 @@ impl Listeners {
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(256 * 1024);
-    b.http2().timer(TokioTimer::new()).max_header_list_size(256 * 1024);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(256 * 1024);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(256 * 1024);
     b
 }
 
@@ -129,7 +134,9 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener) {
             let app = app.clone();
             async move { Ok::<_, Infallible>(crate::admin::handle(&app, req)) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
         tokio::spawn(async move {
             let _ = conn.await;
         });

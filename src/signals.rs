@@ -10,10 +10,17 @@ use crate::telemetry::LogReload;
 
 /// Runs until the first SIGTERM or SIGINT, reloading on SIGHUP; then starts
 /// the drain and arms the second signal to end it at once.
-pub async fn handle(sidecar: &mut Sidecar, file: Option<&Path>, flags: &Overrides, log: Option<&LogReload>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+pub async fn handle(
+    sidecar: &mut Sidecar,
+    file: Option<&Path>,
+    flags: &Overrides,
+    log: Option<&LogReload>,
+) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the sidecar with SIGKILL");
         std::future::pending::<()>().await;
         return;

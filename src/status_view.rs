@@ -30,10 +30,19 @@ pub fn render(v: &Value, now: i64) -> String {
         "codex-sidecar {}  up {}{}\n",
         str_of(v, "version"),
         human_span(uptime),
-        if v.get("draining").and_then(Value::as_bool) == Some(true) { "  DRAINING" } else { "" }
+        if v.get("draining").and_then(Value::as_bool) == Some(true) {
+            "  DRAINING"
+        } else {
+            ""
+        }
     ));
     out.push_str("\nCredentials\n");
-    for c in v.get("credentials").and_then(Value::as_array).into_iter().flatten() {
+    for c in v
+        .get("credentials")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let mut line = format!("  {:<13} {}", str_of(c, "source"), str_of(c, "state"));
         if let Some(p) = c.get("plan_type").and_then(Value::as_str) {
             line.push_str(&format!("  plan {p}"));
@@ -48,7 +57,11 @@ pub fn render(v: &Value, now: i64) -> String {
         out.push('\n');
     }
     out.push_str("\nLimits\n");
-    let limits = v.get("limits").and_then(Value::as_array).cloned().unwrap_or_default();
+    let limits = v
+        .get("limits")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if limits.is_empty() {
         out.push_str("  no limit signals seen yet\n");
     }
@@ -59,11 +72,20 @@ pub fn render(v: &Value, now: i64) -> String {
             line.push_str(&format!(" ({r})"));
         }
         if let Some(until) = l.get("until_unix").and_then(Value::as_i64) {
-            line.push_str(&format!("  resets in {} (at {})", human_span(until - now), hhmm_utc(until)));
+            line.push_str(&format!(
+                "  resets in {} (at {})",
+                human_span(until - now),
+                hhmm_utc(until)
+            ));
         }
         out.push_str(&line);
         out.push('\n');
-        for w in l.get("windows").and_then(Value::as_array).into_iter().flatten() {
+        for w in l
+            .get("windows")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let pct = w.get("used_percent").and_then(Value::as_f64).unwrap_or(0.0);
             let bar_len = ((pct.clamp(0.0, 100.0) / 5.0).round()) as usize;
             let mut wl = format!(
@@ -77,14 +99,22 @@ pub fn render(v: &Value, now: i64) -> String {
                 wl.push_str(&format!("  of {}", human_span(m * 60)));
             }
             if let Some(r) = w.get("resets_at").and_then(Value::as_i64) {
-                wl.push_str(&format!("  resets in {} (at {})", human_span(r - now), hhmm_utc(r)));
+                wl.push_str(&format!(
+                    "  resets in {} (at {})",
+                    human_span(r - now),
+                    hhmm_utc(r)
+                ));
             }
             out.push_str(&wl);
             out.push('\n');
         }
     }
     out.push_str("\nSessions\n");
-    let sessions = v.get("sessions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let sessions = v
+        .get("sessions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if sessions.is_empty() {
         out.push_str("  none yet\n");
     }
@@ -99,7 +129,10 @@ pub fn render(v: &Value, now: i64) -> String {
         ));
     }
     if sessions.len() > 20 {
-        out.push_str(&format!("  … and {} more (--json for all)\n", sessions.len() - 20));
+        out.push_str(&format!(
+            "  … and {} more (--json for all)\n",
+            sessions.len() - 20
+        ));
     }
     if let Some(l) = v.get("ledger").filter(|l| !l.is_null()) {
         out.push_str(&format!(
@@ -134,7 +167,13 @@ mod tests {
                 "windows": [{"name": "primary", "used_percent": 100.0, "window_minutes": 300, "resets_at": 1_000_000 + 8040}]}],
             "sessions": [], "ledger": {"path": "/x", "records": 3, "errors": 0}});
         let out = render(&v, 1_000_000);
-        assert!(out.contains("chatgpt_plan  EXHAUSTED (usage_limit_reached)  resets in 2h 14m"), "{out}");
-        assert!(out.contains("[####################] 100.0%  of 5h 0m"), "{out}");
+        assert!(
+            out.contains("chatgpt_plan  EXHAUSTED (usage_limit_reached)  resets in 2h 14m"),
+            "{out}"
+        );
+        assert!(
+            out.contains("[####################] 100.0%  of 5h 0m"),
+            "{out}"
+        );
     }
 }

@@ -15,7 +15,10 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 
 /// Seconds since the epoch (0 before it).
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Unix seconds `d` from now (saturating).

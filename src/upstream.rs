@@ -27,7 +27,10 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub type UpstreamClient = Client<HttpsConnector<ProxyConnector>, UpstreamBody>;
 
 /// Builds the client. Errors name the CA file and what is wrong with it.
-pub fn build_client<B>(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<Client<HttpsConnector<ProxyConnector>, B>, String>
+pub fn build_client<B>(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<Client<HttpsConnector<ProxyConnector>, B>, String>
 where
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
@@ -55,7 +58,10 @@ where
         .with_tls_config(tls)
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(ProxyConnector { direct: http, proxy });
+        .wrap_connector(ProxyConnector {
+            direct: http,
+            proxy,
+        });
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
@@ -63,13 +69,18 @@ where
 }
 
 fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<usize, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("upstream.ca_file {}: cannot read it ({e})", path.display()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("upstream.ca_file {}: cannot read it ({e})", path.display()))?;
     let mut added = 0;
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("upstream.ca_file {}: not valid PEM ({e})", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("upstream.ca_file {}: a certificate is not usable as a root ({e})", path.display()))?;
+        let cert =
+            cert.map_err(|e| format!("upstream.ca_file {}: not valid PEM ({e})", path.display()))?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "upstream.ca_file {}: a certificate is not usable as a root ({e})",
+                path.display()
+            )
+        })?;
         added += 1;
     }
     if added == 0 {
@@ -100,7 +111,11 @@ impl tower_service::Service<Uri> for ProxyConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let via = if is_loopback(&dst) { None } else { self.proxy.intercept(&dst) };
+        let via = if is_loopback(&dst) {
+            None
+        } else {
+            self.proxy.intercept(&dst)
+        };
         match via {
             None => {
                 let fut = self.direct.call(dst);
@@ -121,8 +136,16 @@ impl tower_service::Service<Uri> for ProxyConnector {
 }
 
 fn is_loopback(uri: &Uri) -> bool {
-    let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// Classifies a client error for `upstream_errors_total{kind}` and the message.
@@ -163,7 +186,9 @@ pub fn classify(err: &(dyn StdError + 'static)) -> (&'static str, String) {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         let t = e.to_string();
-        if kind != "tls" && (t.contains("certificate") || t.contains("peer sent") || t.contains("tls handshake")) {
+        if kind != "tls"
+            && (t.contains("certificate") || t.contains("peer sent") || t.contains("tls handshake"))
+        {
             kind = "tls";
             text = format!("TLS handshake failed: {t}");
         }

@@ -13,7 +13,9 @@ use support::*;
 
 fn tool_call_then_answer(s: &Seen, _n: usize) -> Reply {
     let body = json(&s.body);
-    let has_output = body["input"].as_array().is_some_and(|items| items.iter().any(|i| i["type"] == "function_call_output"));
+    let has_output = body["input"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|i| i["type"] == "function_call_output"));
     if !has_output {
         let call = serde_json::json!({"type": "response.output_item.done", "output_index": 0, "item": {
             "type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "exec_command",
@@ -24,16 +26,29 @@ fn tool_call_then_answer(s: &Seen, _n: usize) -> Reply {
             "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_a\",\"model\":\"gpt-5.4\",\"usage\":{\"input_tokens\":5000,\"input_tokens_details\":{\"cached_tokens\":4096},\"output_tokens\":40,\"output_tokens_details\":{\"reasoning_tokens\":16},\"total_tokens\":5040}}}\n\n".into(),
         ])
     } else {
-        Reply::sse(upstream::responses_stream(&["The tool said ", "tool-ran."], "gpt-5.4", (5100, 5000, 9, 0)))
+        Reply::sse(upstream::responses_stream(
+            &["The tool said ", "tool-ran."],
+            "gpt-5.4",
+            (5100, 5000, 9, 0),
+        ))
     }
 }
 
 async fn tool_turn(setup: Setup, billing: &str, ocu: bool) {
     let up = FakeUpstream::start(tool_call_then_answer).await;
     let h = start(&up, setup).await;
-    let run = support::codex::codex_exec(&h.base, "run echo tool-ran and tell me what it printed").await;
-    assert!(run.success, "codex exec failed: {}\n{:#?}", run.stderr, run.events);
-    assert_eq!(up.count(), 2, "a tool call makes a second model request in the same turn");
+    let run =
+        support::codex::codex_exec(&h.base, "run echo tool-ran and tell me what it printed").await;
+    assert!(
+        run.success,
+        "codex exec failed: {}\n{:#?}",
+        run.stderr, run.events
+    );
+    assert_eq!(
+        up.count(),
+        2,
+        "a tool call makes a second model request in the same turn"
+    );
     let recs = h.wait_records(2).await;
     assert_eq!(recs.len(), 2);
     let session = up.requests()[0].header("session-id").unwrap().to_owned();
@@ -50,7 +65,10 @@ async fn tool_turn(setup: Setup, billing: &str, ocu: bool) {
         assert_eq!(r["usage"], usage);
     }
     assert_ne!(recs[0]["id"], recs[1]["id"]);
-    assert!(recs[0]["id"].as_str() < recs[1]["id"].as_str(), "ids sort by time");
+    assert!(
+        recs[0]["id"].as_str() < recs[1]["id"].as_str(),
+        "ids sort by time"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +78,15 @@ async fn a_codex_tool_turn_is_two_exact_records_on_the_chatgpt_plan() {
 
 #[tokio::test]
 async fn a_codex_tool_turn_is_two_exact_records_on_the_org() {
-    tool_turn(Setup { chatgpt: false, ..Setup::default() }, "org", true).await;
+    tool_turn(
+        Setup {
+            chatgpt: false,
+            ..Setup::default()
+        },
+        "org",
+        true,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -96,7 +122,14 @@ async fn case_05_usage_equals_the_upstream_figures_for_every_kind_of_answer() {
     ];
     let replies: Vec<Reply> = answers.iter().map(|a| a.1.clone()).collect();
     let up = FakeUpstream::start(move |_, n| replies[n].clone()).await;
-    let h = start(&up, Setup { chatgpt: false, ..Setup::default() }).await;
+    let h = start(
+        &up,
+        Setup {
+            chatgpt: false,
+            ..Setup::default()
+        },
+    )
+    .await;
     let c = client();
     for (path, _, _) in &answers {
         let (p, _) = send(&c, post(&format!("{}{path}", h.base), "s", BODY)).await;
@@ -117,7 +150,10 @@ async fn case_06_a_client_that_goes_away_cancels_the_upstream_and_is_recorded() 
     let up = FakeUpstream::start(move |_, _| Reply::sse(events.clone()).ending(End::Stall)).await;
     let h = start(&up, Setup::default()).await;
     let c = client();
-    let resp = c.request(post(&format!("{}/v1/responses", h.base), "s", BODY)).await.unwrap();
+    let resp = c
+        .request(post(&format!("{}/v1/responses", h.base), "s", BODY))
+        .await
+        .unwrap();
     let mut body = resp.into_body();
     // Read the first bytes, then hang up.
     let first = body.frame().await.unwrap().unwrap();
@@ -130,7 +166,11 @@ async fn case_06_a_client_that_goes_away_cancels_the_upstream_and_is_recorded() 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(up.cancelled.load(Ordering::SeqCst), 1, "the upstream request was cancelled");
+    assert_eq!(
+        up.cancelled.load(Ordering::SeqCst),
+        1,
+        "the upstream request was cancelled"
+    );
     let r = &h.wait_records(1).await[0];
     assert_eq!(r["outcome"], "client_cancelled");
     assert_eq!(r["usage"], serde_json::Value::Null, "never estimated");

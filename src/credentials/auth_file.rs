@@ -73,9 +73,14 @@ pub fn parse(text: &str) -> Result<AuthFile, String> {
             .filter(|t| !t.trim().is_empty())
             .map(Secret::new)
             .ok_or("has no tokens.access_token")?;
-        let id_token = tokens.id_token.filter(|t| !t.trim().is_empty()).map(Secret::new);
+        let id_token = tokens
+            .id_token
+            .filter(|t| !t.trim().is_empty())
+            .map(Secret::new);
         let id_claims = id_token.as_ref().and_then(|t| jwt_payload(t.expose()));
-        let auth_claims = id_claims.as_ref().and_then(|c| c.get("https://api.openai.com/auth"));
+        let auth_claims = id_claims
+            .as_ref()
+            .and_then(|c| c.get("https://api.openai.com/auth"));
         let account = tokens
             .account_id
             .filter(|a| !a.trim().is_empty())
@@ -91,10 +96,14 @@ pub fn parse(text: &str) -> Result<AuthFile, String> {
             .and_then(|c| c.get("chatgpt_plan_type"))
             .and_then(|v| v.as_str())
             .map(str::to_owned);
-        let expires_at = jwt_payload(access.expose()).and_then(|c| c.get("exp").and_then(|v| v.as_i64()));
+        let expires_at =
+            jwt_payload(access.expose()).and_then(|c| c.get("exp").and_then(|v| v.as_i64()));
         return Ok(AuthFile::Chatgpt(ChatgptTokens {
             access_token: access,
-            refresh_token: tokens.refresh_token.filter(|t| !t.trim().is_empty()).map(Secret::new),
+            refresh_token: tokens
+                .refresh_token
+                .filter(|t| !t.trim().is_empty())
+                .map(Secret::new),
             id_token,
             account_id: account,
             expires_at,
@@ -118,22 +127,30 @@ pub fn jwt_payload(token: &str) -> Option<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn jwt(claims: serde_json::Value) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.sig", e.encode(b"{\"alg\":\"none\"}"), e.encode(claims.to_string()))
+        format!(
+            "{}.{}.sig",
+            e.encode(b"{\"alg\":\"none\"}"),
+            e.encode(claims.to_string())
+        )
     }
 
     #[test]
     fn chatgpt_file_gives_token_account_plan_and_expiry() {
-        let id = jwt(serde_json::json!({"https://api.openai.com/auth": {"chatgpt_plan_type": "plus", "chatgpt_account_id": "acc-1"}}));
+        let id = jwt(
+            serde_json::json!({"https://api.openai.com/auth": {"chatgpt_plan_type": "plus", "chatgpt_account_id": "acc-1"}}),
+        );
         let access = jwt(serde_json::json!({"exp": 1_900_000_000}));
         let text = serde_json::json!({"auth_mode": "chatgpt", "OPENAI_API_KEY": null,
             "tokens": {"id_token": id, "access_token": access, "refresh_token": "rt-1", "account_id": "acc-1"}})
         .to_string();
-        let AuthFile::Chatgpt(t) = parse(&text).unwrap() else { panic!() };
+        let AuthFile::Chatgpt(t) = parse(&text).unwrap() else {
+            panic!()
+        };
         assert_eq!(t.access_token.expose(), access);
         assert_eq!(t.account_id.expose(), "acc-1");
         assert_eq!(t.plan_type.as_deref(), Some("plus"));
@@ -143,7 +160,9 @@ mod tests {
 
     #[test]
     fn api_key_file() {
-        let AuthFile::ApiKey(k) = parse(r#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-abc"}"#).unwrap() else {
+        let AuthFile::ApiKey(k) =
+            parse(r#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-abc"}"#).unwrap()
+        else {
             panic!()
         };
         assert_eq!(k.expose(), "sk-abc");
@@ -151,12 +170,15 @@ mod tests {
 
     #[test]
     fn errors_never_quote_the_contents() {
-        let e = parse(r#"{"tokens": {"access_token": "secret-token-xyz", "account_id": 5}}"#).unwrap_err();
+        let e = parse(r#"{"tokens": {"access_token": "secret-token-xyz", "account_id": 5}}"#)
+            .unwrap_err();
         assert!(!e.contains("secret-token-xyz") && !e.contains('5'), "{e}");
         let e = parse(r#"{"tokens": {"access_token": "secret-token-xyz""#).unwrap_err();
         assert!(e.contains("ends too early") && !e.contains("secret"), "{e}");
         assert!(parse("{}").unwrap_err().contains("neither"));
-        assert!(parse(r#"{"tokens":{"access_token":""}}"#).unwrap_err().contains("access_token"));
+        assert!(parse(r#"{"tokens":{"access_token":""}}"#)
+            .unwrap_err()
+            .contains("access_token"));
     }
 
     #[test]

@@ -38,7 +38,10 @@ pub fn read_secret_file(key: &str, path: &Path) -> Result<Secret, FileProblem> {
         }
     };
     if !meta.is_file() {
-        return Err(FileProblem::Unreadable(format!("{key} {}: is not a regular file", path.display())));
+        return Err(FileProblem::Unreadable(format!(
+            "{key} {}: is not a regular file",
+            path.display()
+        )));
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -70,7 +73,7 @@ pub fn read_secret_file(key: &str, path: &Path) -> Result<Secret, FileProblem> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -81,8 +84,13 @@ mod tests {
         std::fs::write(&p, "sk-test-123\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_secret_file("org.api_key_file", &p).unwrap_err();
-        let FileProblem::Insecure(m) = e else { panic!("{e:?}") };
-        assert!(m.contains("mode 0644") && m.contains("chmod 600") && !m.contains("sk-test"), "{m}");
+        let FileProblem::Insecure(m) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("mode 0644") && m.contains("chmod 600") && !m.contains("sk-test"),
+            "{m}"
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file("k", &p).unwrap().expose(), "sk-test-123");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
@@ -92,6 +100,9 @@ mod tests {
     #[test]
     fn missing_is_not_an_error_message() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_secret_file("k", &dir.path().join("nope")).unwrap_err(), FileProblem::Missing);
+        assert_eq!(
+            read_secret_file("k", &dir.path().join("nope")).unwrap_err(),
+            FileProblem::Missing
+        );
     }
 }

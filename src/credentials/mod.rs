@@ -146,8 +146,14 @@ impl CredentialStore {
             sources: RwLock::new(sources),
             env,
             changes: tokio::sync::broadcast::channel(64).0,
-            chatgpt: RwLock::new(Slot { current: ChatgptStatus::Disconnected, bad_since: None }),
-            org: RwLock::new(Slot { current: OrgStatus::Missing, bad_since: None }),
+            chatgpt: RwLock::new(Slot {
+                current: ChatgptStatus::Disconnected,
+                bad_since: None,
+            }),
+            org: RwLock::new(Slot {
+                current: OrgStatus::Missing,
+                bad_since: None,
+            }),
         };
         store.load_at(None);
         store
@@ -162,7 +168,10 @@ impl CredentialStore {
     }
 
     pub fn sources(&self) -> Sources {
-        self.sources.read().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.sources
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Re-reads the files and the environment variable.
@@ -185,8 +194,13 @@ impl CredentialStore {
     fn announce(&self, before: Vec<CredentialView>) {
         for (b, a) in before.iter().zip(self.views()) {
             if b.state != a.state {
-                tracing::info!(source = a.source, from = b.state, to = a.state,
-                    detail = a.detail.as_deref().unwrap_or(""), "credential state changed");
+                tracing::info!(
+                    source = a.source,
+                    from = b.state,
+                    to = a.state,
+                    detail = a.detail.as_deref().unwrap_or(""),
+                    "credential state changed"
+                );
                 let _ = self.changes.send(CredentialChange {
                     source: a.source,
                     from: b.state,
@@ -201,11 +215,21 @@ impl CredentialStore {
     fn load_at(&self, now: Option<Instant>) {
         let src = self.sources();
         let chatgpt = load_chatgpt(&src);
-        update(&self.chatgpt, chatgpt, now, |s| matches!(s, ChatgptStatus::Connected(_)), |s| {
-            matches!(s, ChatgptStatus::Invalid(_))
-        });
+        update(
+            &self.chatgpt,
+            chatgpt,
+            now,
+            |s| matches!(s, ChatgptStatus::Connected(_)),
+            |s| matches!(s, ChatgptStatus::Invalid(_)),
+        );
         let org = load_org(&src, &*self.env);
-        update(&self.org, org, now, |s| matches!(s, OrgStatus::Ready(_)), |s| matches!(s, OrgStatus::Invalid(_)));
+        update(
+            &self.org,
+            org,
+            now,
+            |s| matches!(s, OrgStatus::Ready(_)),
+            |s| matches!(s, OrgStatus::Invalid(_)),
+        );
     }
 
     /// The ChatGPT source as it stands.
@@ -244,19 +268,36 @@ impl CredentialStore {
     pub fn describe_sources(&self) -> String {
         let src = self.sources();
         let chatgpt = match (src.chatgpt_enabled, &src.chatgpt_auth_file, self.chatgpt()) {
-            (false, _, _) => "ChatGPT plan disabled by the organization (chatgpt.enabled = false)".to_owned(),
-            (true, None, _) => "chatgpt.auth_file is not set (no ChatGPT plan connected)".to_owned(),
-            (true, Some(p), ChatgptStatus::Invalid(m)) => format!("chatgpt.auth_file {}: {m}", p.display()),
-            (true, Some(p), ChatgptStatus::NeedsReconnect) => {
-                format!("chatgpt.auth_file {}: the account must be reconnected", p.display())
+            (false, _, _) => {
+                "ChatGPT plan disabled by the organization (chatgpt.enabled = false)".to_owned()
             }
-            (true, Some(p), _) => format!("chatgpt.auth_file {}: not connected (file missing)", p.display()),
+            (true, None, _) => {
+                "chatgpt.auth_file is not set (no ChatGPT plan connected)".to_owned()
+            }
+            (true, Some(p), ChatgptStatus::Invalid(m)) => {
+                format!("chatgpt.auth_file {}: {m}", p.display())
+            }
+            (true, Some(p), ChatgptStatus::NeedsReconnect) => {
+                format!(
+                    "chatgpt.auth_file {}: the account must be reconnected",
+                    p.display()
+                )
+            }
+            (true, Some(p), _) => format!(
+                "chatgpt.auth_file {}: not connected (file missing)",
+                p.display()
+            ),
         };
         let org = match (&src.org_key_file, &read(&self.org).current) {
             (_, OrgStatus::Invalid(m)) => m.clone(),
             (Some(p), _) => format!("org.api_key_file {}: missing", p.display()),
-            (None, _) if src.org_key_env.is_empty() => "org.api_key_file and org.api_key_env are not set".to_owned(),
-            (None, _) => format!("org.api_key_file is not set and ${} is empty or unset", src.org_key_env),
+            (None, _) if src.org_key_env.is_empty() => {
+                "org.api_key_file and org.api_key_env are not set".to_owned()
+            }
+            (None, _) => format!(
+                "org.api_key_file is not set and ${} is empty or unset",
+                src.org_key_env
+            ),
         };
         format!("{chatgpt}; {org}")
     }
@@ -276,9 +317,14 @@ impl CredentialStore {
             ChatgptStatus::Connected(cred) => {
                 c.plan_type = cred.tokens.plan_type.clone();
                 c.account = Some(cred.account_hash.as_str().to_owned());
-                c.token_expires_at = cred.tokens.expires_at.and_then(crate::time::rfc3339_from_unix);
+                c.token_expires_at = cred
+                    .tokens
+                    .expires_at
+                    .and_then(crate::time::rfc3339_from_unix);
             }
-            ChatgptStatus::Disabled => c.detail = Some("disabled by the organization (chatgpt.enabled = false)".into()),
+            ChatgptStatus::Disabled => {
+                c.detail = Some("disabled by the organization (chatgpt.enabled = false)".into())
+            }
             ChatgptStatus::Invalid(m) => c.detail = Some(m.clone()),
             ChatgptStatus::NeedsReconnect => {
                 c.detail = Some("refresh failed for good: reconnect the ChatGPT account".into())
@@ -290,7 +336,14 @@ impl CredentialStore {
             OrgStatus::Missing => ("disconnected", None),
             OrgStatus::Invalid(m) => ("invalid", Some(m.clone())),
         };
-        let o = CredentialView { source: "org", state, detail, plan_type: None, account: None, token_expires_at: None };
+        let o = CredentialView {
+            source: "org",
+            state,
+            detail,
+            plan_type: None,
+            account: None,
+            token_expires_at: None,
+        };
         vec![c, o]
     }
 }
@@ -324,7 +377,8 @@ fn update<T: Clone>(
 }
 
 fn sensitive(value: String) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::try_from(value).map_err(|_| "contains characters not allowed in an HTTP header".to_owned())?;
+    let mut v = HeaderValue::try_from(value)
+        .map_err(|_| "contains characters not allowed in an HTTP header".to_owned())?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -332,21 +386,30 @@ fn sensitive(value: String) -> Result<HeaderValue, String> {
 fn chatgpt_cred(tokens: ChatgptTokens) -> Result<ChatgptCred, String> {
     let authorization = sensitive(format!("Bearer {}", tokens.access_token.expose()))
         .map_err(|e| format!("the access token {e}"))?;
-    let account_header = sensitive(tokens.account_id.expose().to_owned()).map_err(|e| format!("the account id {e}"))?;
-    Ok(ChatgptCred { account_hash: tokens.account_hash(), tokens, authorization, account_header })
+    let account_header = sensitive(tokens.account_id.expose().to_owned())
+        .map_err(|e| format!("the account id {e}"))?;
+    Ok(ChatgptCred {
+        account_hash: tokens.account_hash(),
+        tokens,
+        authorization,
+        account_header,
+    })
 }
 
 fn load_chatgpt(src: &Sources) -> ChatgptStatus {
     if !src.chatgpt_enabled {
         return ChatgptStatus::Disabled;
     }
-    let Some(path) = &src.chatgpt_auth_file else { return ChatgptStatus::Disconnected };
+    let Some(path) = &src.chatgpt_auth_file else {
+        return ChatgptStatus::Disconnected;
+    };
     let text = match read_secret_file("chatgpt.auth_file", path) {
         Ok(t) => t,
         Err(FileProblem::Missing) => return ChatgptStatus::Disconnected,
         Err(p) => return ChatgptStatus::Invalid(p.message().to_owned()),
     };
-    let parsed = auth_file::parse(text.expose()).map_err(|e| format!("chatgpt.auth_file {}: {e}", path.display()));
+    let parsed = auth_file::parse(text.expose())
+        .map_err(|e| format!("chatgpt.auth_file {}: {e}", path.display()));
     match parsed {
         Ok(AuthFile::Chatgpt(tokens)) => match chatgpt_cred(tokens) {
             Ok(c) => ChatgptStatus::Connected(Arc::new(c)),
@@ -383,7 +446,10 @@ fn load_org(src: &Sources, env: &EnvFn) -> OrgStatus {
         };
         (key, format!("file {}", path.display()))
     } else if !src.org_key_env.is_empty() {
-        match env(&src.org_key_env).map(Secret::new).filter(|k| !k.is_empty()) {
+        match env(&src.org_key_env)
+            .map(Secret::new)
+            .filter(|k| !k.is_empty())
+        {
             Some(k) => (k, format!("environment variable {}", src.org_key_env)),
             None => return OrgStatus::Missing,
         }
@@ -391,13 +457,18 @@ fn load_org(src: &Sources, env: &EnvFn) -> OrgStatus {
         return OrgStatus::Missing;
     };
     if key.expose().chars().any(char::is_whitespace) {
-        return OrgStatus::Invalid(format!("org key from {source}: contains whitespace; the file must hold only the key"));
+        return OrgStatus::Invalid(format!(
+            "org key from {source}: contains whitespace; the file must hold only the key"
+        ));
     }
     let authorization = match sensitive(format!("Bearer {}", key.expose())) {
         Ok(v) => v,
         Err(e) => return OrgStatus::Invalid(format!("org key from {source}: {e}")),
     };
-    let header = |v: &Option<String>| v.as_ref().and_then(|s| HeaderValue::try_from(s.as_str()).ok());
+    let header = |v: &Option<String>| {
+        v.as_ref()
+            .and_then(|s| HeaderValue::try_from(s.as_str()).ok())
+    };
     OrgStatus::Ready(Arc::new(OrgCred {
         source,
         authorization,
@@ -409,11 +480,18 @@ fn load_org(src: &Sources, env: &EnvFn) -> OrgStatus {
 
 /// Sets `credential_state{source,state}`: 1 for each source's current state.
 pub fn publish_metrics(store: &CredentialStore) {
-    const STATES: [&str; 5] = ["connected", "disconnected", "disabled", "needs_reconnect", "invalid"];
+    const STATES: [&str; 5] = [
+        "connected",
+        "disconnected",
+        "disabled",
+        "needs_reconnect",
+        "invalid",
+    ];
     for v in store.views() {
         for st in STATES {
             let on = if v.state == st { 1.0 } else { 0.0 };
-            metrics::gauge!("codex_sidecar_credential_state", "source" => v.source, "state" => st).set(on);
+            metrics::gauge!("codex_sidecar_credential_state", "source" => v.source, "state" => st)
+                .set(on);
         }
     }
 }

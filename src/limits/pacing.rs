@@ -76,7 +76,7 @@ fn at_least_one(n: u32) -> NonZeroU32 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[tokio::test(start_paused = true)]

@@ -261,7 +261,7 @@ impl AccountState {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::limits::signals::WindowName;
     use std::time::UNIX_EPOCH;

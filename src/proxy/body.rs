@@ -29,7 +29,11 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub fn new(inner: Incoming, limit: u64, too_large: Arc<AtomicBool>) -> Self {
-        UpstreamBody { inner, remaining: limit, too_large }
+        UpstreamBody {
+            inner,
+            remaining: limit,
+            too_large,
+        }
     }
 }
 
@@ -48,7 +52,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -95,7 +102,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
@@ -133,7 +143,13 @@ pub struct StreamBody {
 }
 
 impl StreamBody {
-    pub fn new(inner: Incoming, kind: BodyKind, event_stream: bool, idle_timeout: Duration, exchange: Exchange) -> Self {
+    pub fn new(
+        inner: Incoming,
+        kind: BodyKind,
+        event_stream: bool,
+        idle_timeout: Duration,
+        exchange: Exchange,
+    ) -> Self {
         StreamBody {
             inner,
             observer: Observer::new(kind),
@@ -163,7 +179,11 @@ impl StreamBody {
 
     /// Ends the stream on an upstream failure: SSE streams get a
     /// `response.failed` event, other bodies an error (the connection is cut).
-    fn fail(&mut self, err: ApiError, cause: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn fail(
+        &mut self,
+        err: ApiError,
+        cause: BoxError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(ex) = self.exchange.as_mut() {
             ex.upstream_failed(&err);
         }
@@ -181,7 +201,10 @@ impl Body for StreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some(last) = this.pending.take() {
             return Poll::Ready(Some(Ok(Frame::data(last))));
@@ -194,7 +217,9 @@ impl Body for StreamBody {
                 if let Some(data) = frame.data_ref() {
                     let t = Instant::now();
                     let feed = this.observer.feed(data);
-                    if let Some(deadline) = tokio::time::Instant::now().checked_add(this.idle_timeout) {
+                    if let Some(deadline) =
+                        tokio::time::Instant::now().checked_add(this.idle_timeout)
+                    {
                         this.idle.as_mut().reset(deadline);
                     }
                     if let Some(ex) = this.exchange.as_mut() {
@@ -231,7 +256,10 @@ impl Body for StreamBody {
                     let err = ApiError::upstream_timeout(format!(
                         "the upstream sent nothing for {secs}s (upstream.idle_timeout) and the stream was ended; retry the request"
                     ));
-                    let cause: BoxError = Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout"));
+                    let cause: BoxError = Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "upstream idle timeout",
+                    ));
                     return this.fail(err, cause);
                 }
                 Poll::Pending

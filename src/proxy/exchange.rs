@@ -41,7 +41,8 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn begin(app: Arc<App>, route: Route, session: String, started: Instant) -> Self {
-        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route.as_str()).increment(1.0);
+        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route.as_str())
+            .increment(1.0);
         Exchange {
             app,
             id: crate::ledger::new_id(),
@@ -106,7 +107,10 @@ impl Exchange {
     }
 
     pub fn set_limit(&mut self, kind: crate::limits::LimitKind, resets_at: Option<i64>) {
-        self.limit = Some(LimitNote { kind: note_kind(kind), resets_at: resets_at.and_then(|t| u64::try_from(t).ok()) });
+        self.limit = Some(LimitNote {
+            kind: note_kind(kind),
+            resets_at: resets_at.and_then(|t| u64::try_from(t).ok()),
+        });
     }
 
     /// Takes what the stream reader learned.
@@ -123,8 +127,9 @@ impl Exchange {
     pub fn stream_failure(&mut self, code: &str, message: &str) {
         if let Some(key) = &self.limit_key {
             self.app.limits.observe_stream_failure(key, code, message);
-            if let Some(signal) = crate::limits::signals::signal_from_stream_failure(code, message) {
-                let resets_at = signal.reset_in.map(|d| crate::time::unix_after(d));
+            if let Some(signal) = crate::limits::signals::signal_from_stream_failure(code, message)
+            {
+                let resets_at = signal.reset_in.map(crate::time::unix_after);
                 self.set_limit(signal.kind, resets_at);
             }
         }
@@ -151,7 +156,11 @@ impl Exchange {
         let record = Record {
             id: self.id.clone(),
             ts: Timestamp::now(),
-            started: Timestamp::from_unix_ms(self.started_wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)),
+            started: Timestamp::from_unix_ms(
+                self.started_wall
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
             session: self.session.clone(),
             billing,
             route: self.route,
@@ -180,10 +189,16 @@ impl Exchange {
             .increment(1);
         metrics::histogram!("codex_sidecar_request_duration_seconds", "route" => route, "billing" => billing.as_str())
             .record(duration.as_secs_f64());
-        metrics::histogram!("codex_sidecar_overhead_seconds", "route" => route).record(self.overhead.as_secs_f64());
+        metrics::histogram!("codex_sidecar_overhead_seconds", "route" => route)
+            .record(self.overhead.as_secs_f64());
         metrics::gauge!("codex_sidecar_inflight_requests", "route" => route).decrement(1.0);
         if let Some(u) = usage {
-            for (kind, n) in [("input", u.input), ("cached_input", u.cached_input), ("output", u.output), ("reasoning", u.reasoning)] {
+            for (kind, n) in [
+                ("input", u.input),
+                ("cached_input", u.cached_input),
+                ("output", u.output),
+                ("reasoning", u.reasoning),
+            ] {
                 metrics::counter!("codex_sidecar_tokens_total", "billing" => billing.as_str(), "kind" => kind).increment(n);
             }
         }

@@ -17,7 +17,14 @@ const HOP_BY_HOP: [&str; 9] = [
 
 /// Client headers never forwarded: the local token, cookies, the host, and any
 /// attempt to choose the account or organization.
-const CLIENT_ONLY: [&str; 6] = ["authorization", "cookie", "host", "chatgpt-account-id", "openai-organization", "openai-project"];
+const CLIENT_ONLY: [&str; 6] = [
+    "authorization",
+    "cookie",
+    "host",
+    "chatgpt-account-id",
+    "openai-organization",
+    "openai-project",
+];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too.
@@ -43,7 +50,10 @@ pub fn to_upstream(h: &mut HeaderMap) {
         h.remove(n);
     }
     // The sidecar reads the stream, so it must come uncompressed.
-    h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
 }
 
 /// Rewrites the upstream's headers for the agent, in place.
@@ -73,7 +83,12 @@ pub fn is_json(h: &HeaderMap) -> bool {
 
 /// The media type without parameters.
 pub fn content_type(h: &HeaderMap) -> Option<&str> {
-    h.get(header::CONTENT_TYPE)?.to_str().ok()?.split(';').next().map(str::trim)
+    h.get(header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?
+        .split(';')
+        .next()
+        .map(str::trim)
 }
 
 /// True when the body is compressed (the reader cannot see into it).
@@ -85,7 +100,7 @@ pub fn is_encoded(h: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -116,7 +131,13 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["accept-encoding", "originator", "session-id", "x-codex-turn-metadata", "x-codex-turn-state"]
+            [
+                "accept-encoding",
+                "originator",
+                "session-id",
+                "x-codex-turn-metadata",
+                "x-codex-turn-state"
+            ]
         );
         assert_eq!(h["accept-encoding"], "identity");
     }
@@ -127,7 +148,10 @@ mod tests {
         h.insert("set-cookie", HeaderValue::from_static("__cf_bm=1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("x-codex-turn-state", HeaderValue::from_static("ts"));
-        h.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
         h.insert("content-length", HeaderValue::from_static("10"));
         to_agent(&mut h);
         assert!(is_event_stream(&h));

@@ -37,7 +37,10 @@ const MAX_ERROR_BODY: usize = 1 << 20;
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseBody> {
     let t0 = Instant::now();
     // Not an open proxy: only origin-form targets on our own routes.
-    if req.method() == Method::CONNECT || req.uri().scheme().is_some() || req.uri().authority().is_some() {
+    if req.method() == Method::CONNECT
+        || req.uri().scheme().is_some()
+        || req.uri().authority().is_some()
+    {
         return plain_error(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -48,13 +51,18 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseB
     let route = match route::lookup(req.method(), req.uri().path()) {
         Match::Found(r) => r,
         Match::WrongMethod(r) => {
-            let allow = if r == Route::Models { "GET, HEAD" } else { "POST" };
+            let allow = if r == Route::Models {
+                "GET, HEAD"
+            } else {
+                "POST"
+            };
             let mut resp = plain_error(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{} takes {allow} only", req.uri().path()),
             ));
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
             return resp;
         }
         Match::NotFound => return plain_error(ApiError::not_found()),
@@ -62,7 +70,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseB
     let session = session::session_id(req.headers());
     let mut ex = Exchange::begin(app.clone(), route, session, t0);
     match run(&app, &mut ex, req).await {
-        Ok(Answer::Stream { parts, body, kind, sse }) => {
+        Ok(Answer::Stream {
+            parts,
+            body,
+            kind,
+            sse,
+        }) => {
             let body = StreamBody::new(body, kind, sse, app.config.upstream.idle_timeout, ex);
             Response::from_parts(parts, ResponseBody::Stream(Box::new(body)))
         }
@@ -76,7 +89,12 @@ type Failure = (ApiError, Outcome);
 /// What the pipeline produced: an upstream stream to pass on (the exchange
 /// then moves into its body), or a finished answer.
 enum Answer {
-    Stream { parts: http::response::Parts, body: Incoming, kind: BodyKind, sse: bool },
+    Stream {
+        parts: http::response::Parts,
+        body: Incoming,
+        kind: BodyKind,
+        sse: bool,
+    },
     Done(Response<ResponseBody>),
 }
 
@@ -85,7 +103,11 @@ async fn run(app: &Arc<App>, ex: &mut Exchange, req: Request<Incoming>) -> Resul
     check_client_token(app, req.headers()).map_err(|e| (e, Outcome::Rejected))?;
     if app.draining.load(Ordering::Relaxed) {
         return Err((
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "codex-sidecar is shutting down; retry in a moment"),
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "codex-sidecar is shutting down; retry in a moment",
+            ),
             Outcome::Rejected,
         ));
     }
@@ -136,7 +158,8 @@ async fn run(app: &Arc<App>, ex: &mut Exchange, req: Request<Incoming>) -> Resul
         Ok(permit) => ex.permit = Some(permit),
         Err(rejection) => {
             let fallback = matches!(target, Target::Chatgpt(_))
-                && app.limits.settings().on_usage_limit == crate::limits::OnUsageLimit::FallbackToOrg
+                && app.limits.settings().on_usage_limit
+                    == crate::limits::OnUsageLimit::FallbackToOrg
                 && rejection.kind.exhausts();
             match (fallback, app.creds.org()) {
                 (true, Some(org)) => {
@@ -172,22 +195,36 @@ async fn forward(
         Target::Chatgpt(_) => &app.config.chatgpt.base_url,
         Target::Org(_) => &app.config.org.base_url,
     };
-    let uri = base.join(route.upstream_suffix(), parts.uri.query()).map_err(|e| {
-        (
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", format!("cannot build the upstream URL: {e}")),
-            Outcome::Rejected,
-        )
-    })?;
+    let uri = base
+        .join(route.upstream_suffix(), parts.uri.query())
+        .map_err(|e| {
+            (
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    format!("cannot build the upstream URL: {e}"),
+                ),
+                Outcome::Rejected,
+            )
+        })?;
     headers::to_upstream(&mut parts.headers);
     target.attach(&mut parts.headers);
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let too_large_flag = Arc::new(AtomicBool::new(false));
-    let up_body = UpstreamBody::new(body, app.config.server.max_request_body, too_large_flag.clone());
+    let up_body = UpstreamBody::new(
+        body,
+        app.config.server.max_request_body,
+        too_large_flag.clone(),
+    );
     let up_req = Request::from_parts(parts, up_body);
 
     ex.sending();
-    let sent = tokio::time::timeout(app.config.upstream.first_byte_timeout, app.client.request(up_req)).await;
+    let sent = tokio::time::timeout(
+        app.config.upstream.first_byte_timeout,
+        app.client.request(up_req),
+    )
+    .await;
     let resp = match sent {
         Err(_) => {
             crate::telemetry::upstream_error("timeout");
@@ -206,7 +243,10 @@ async fn forward(
             let (kind, text) = crate::upstream::classify(&e);
             crate::telemetry::upstream_error(kind);
             tracing::warn!(request_id = %ex.id, kind, error = %text, "upstream request failed");
-            return Err((ApiError::upstream_unreachable(format!("{kind} error: {text}")), Outcome::UpstreamError));
+            return Err((
+                ApiError::upstream_unreachable(format!("{kind} error: {text}")),
+                Outcome::UpstreamError,
+            ));
         }
         Ok(Ok(resp)) => resp,
     };
@@ -225,9 +265,13 @@ async fn forward(
         return upstream_error_answer(app, ex, key, parts, body).await;
     }
     // One observation per upstream response: error answers are observed with their body.
-    app.limits.observe_response(key, status.as_u16(), &parts.headers);
+    app.limits
+        .observe_response(key, status.as_u16(), &parts.headers);
     let sse = headers::is_event_stream(&parts.headers);
-    if !sse && !headers::is_json(&parts.headers) && headers::content_type(&parts.headers).is_some_and(|ct| ct.contains("html")) {
+    if !sse
+        && !headers::is_json(&parts.headers)
+        && headers::content_type(&parts.headers).is_some_and(|ct| ct.contains("html"))
+    {
         crate::telemetry::upstream_error("protocol");
         return Err((
             ApiError::new(
@@ -256,7 +300,12 @@ async fn forward(
     }
     add_sidecar_headers(&mut parts.headers, ex);
     ex.add_overhead(arrived.elapsed());
-    Ok(Answer::Stream { parts, body, kind, sse })
+    Ok(Answer::Stream {
+        parts,
+        body,
+        kind,
+        sse,
+    })
 }
 
 /// A non-2xx upstream answer: JSON errors pass through (with `Retry-After`
@@ -269,34 +318,44 @@ async fn upstream_error_answer(
     body: Incoming,
 ) -> Result<Answer, Failure> {
     let status = parts.status;
-    let read = tokio::time::timeout(app.config.upstream.idle_timeout, read_capped(body, MAX_ERROR_BODY)).await;
+    let read = tokio::time::timeout(
+        app.config.upstream.idle_timeout,
+        read_capped(body, MAX_ERROR_BODY),
+    )
+    .await;
     let bytes = match read {
         Ok(Ok(b)) => b,
         Ok(Err(_)) | Err(_) => Bytes::new(),
     };
-    let retry_after = app.limits.observe_error_body(key, status.as_u16(), &parts.headers, &bytes);
+    let retry_after = app
+        .limits
+        .observe_error_body(key, status.as_u16(), &parts.headers, &bytes);
     let described = crate::limits::signals::parse_error_body(&bytes, std::time::SystemTime::now());
     let limit = described.as_ref().and_then(|b| b.kind);
-    let resets_at = described
-        .as_ref()
-        .and_then(|b| b.resets_at)
-        .or_else(|| retry_after.map(|s| crate::time::unix_after(std::time::Duration::from_secs(s))));
+    let resets_at = described.as_ref().and_then(|b| b.resets_at).or_else(|| {
+        retry_after.map(|s| crate::time::unix_after(std::time::Duration::from_secs(s)))
+    });
     if let Some(kind) = limit {
         ex.set_limit(kind, resets_at);
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         ex.set_limit(crate::limits::LimitKind::RateLimit, resets_at);
     }
-    let json = headers::is_json(&parts.headers) && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+    let json = headers::is_json(&parts.headers)
+        && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
     let mut resp = if json {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
             ex.set_model(v.get("model").and_then(|m| m.as_str()).map(str::to_owned));
         }
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         add_sidecar_headers(&mut parts.headers, ex);
         Response::from_parts(parts, ResponseBody::full(bytes))
     } else {
         crate::telemetry::upstream_error("protocol");
-        let what = headers::content_type(&parts.headers).unwrap_or("no content type").to_owned();
+        let what = headers::content_type(&parts.headers)
+            .unwrap_or("no content type")
+            .to_owned();
         let err = ApiError::new(
             status,
             "upstream_error",
@@ -309,13 +368,18 @@ async fn upstream_error_answer(
         ex.status = status.as_u16();
         let mut r = error_response(&err);
         add_sidecar_headers(r.headers_mut(), ex);
-        let outcome = if limit.is_some() || status == StatusCode::TOO_MANY_REQUESTS { Outcome::Limited } else { Outcome::UpstreamError };
+        let outcome = if limit.is_some() || status == StatusCode::TOO_MANY_REQUESTS {
+            Outcome::Limited
+        } else {
+            Outcome::UpstreamError
+        };
         ex.finish(outcome, None);
         return Ok(Answer::Done(r));
     };
     if let Some(secs) = retry_after {
         if !resp.headers().contains_key(header::RETRY_AFTER) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
     }
     ex.finish(Outcome::Failed, None);
@@ -372,10 +436,18 @@ impl Target {
 /// A new session's billing source: the ChatGPT plan when connected, else the org.
 fn choose_pin(app: &App) -> Result<Pin, ApiError> {
     if let ChatgptStatus::Connected(c) = app.creds.chatgpt() {
-        return Ok(Pin { billing: Billing::ChatgptPlan, account: Some(c.account_hash.clone()), fell_back: false });
+        return Ok(Pin {
+            billing: Billing::ChatgptPlan,
+            account: Some(c.account_hash.clone()),
+            fell_back: false,
+        });
     }
     if app.creds.org().is_some() {
-        return Ok(Pin { billing: Billing::Org, account: None, fell_back: false });
+        return Ok(Pin {
+            billing: Billing::Org,
+            account: None,
+            fell_back: false,
+        });
     }
     Err(no_credential(app))
 }
@@ -394,9 +466,15 @@ fn no_credential(app: &App) -> ApiError {
 /// The credential of a pinned session: a session never changes who pays.
 fn credential_for(app: &App, pin: &Pin, session: &str) -> Result<Target, ApiError> {
     match pin.billing {
-        Billing::Org => app.creds.org().map(Target::Org).ok_or_else(|| no_credential(app)),
+        Billing::Org => app
+            .creds
+            .org()
+            .map(Target::Org)
+            .ok_or_else(|| no_credential(app)),
         Billing::ChatgptPlan => match app.creds.chatgpt() {
-            ChatgptStatus::Connected(c) if Some(&c.account_hash) == pin.account.as_ref() => Ok(Target::Chatgpt(c)),
+            ChatgptStatus::Connected(c) if Some(&c.account_hash) == pin.account.as_ref() => {
+                Ok(Target::Chatgpt(c))
+            }
             ChatgptStatus::NeedsReconnect => {
                 app.sessions.set_state(session, "needs_reconnect");
                 Err(ApiError::new(
@@ -423,11 +501,16 @@ fn credential_for(app: &App, pin: &Pin, session: &str) -> Result<Target, ApiErro
 }
 
 fn check_client_token(app: &App, h: &http::HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &app.client_token else { return Ok(()) };
+    let Some(expected) = &app.client_token else {
+        return Ok(());
+    };
     let given = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .unwrap_or("");
     // Compare digests in constant time: neither content nor length leaks.
     let digest = sha2::Sha256::digest(given.trim().as_bytes());
@@ -443,7 +526,12 @@ fn check_client_token(app: &App, h: &http::HeaderMap) -> Result<(), ApiError> {
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn too_large(app: &App) -> ApiError {
@@ -461,7 +549,11 @@ fn too_large(app: &App) -> ApiError {
 fn limited(app: &App, ex: &mut Exchange, r: Rejection) -> Failure {
     app.sessions.set_state(&ex.session, "limited");
     ex.set_limit(r.kind, r.resets_at);
-    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_limit_reached", r.message.clone());
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "usage_limit_reached",
+        r.message.clone(),
+    );
     e.kind = r.error_type.clone().into();
     e.code = r.code.clone();
     e.retry_after = r.retry_after_secs;
@@ -472,7 +564,10 @@ fn limited(app: &App, ex: &mut Exchange, r: Rejection) -> Failure {
 
 fn add_sidecar_headers(h: &mut http::HeaderMap, ex: &Exchange) {
     if let Some(pin) = &ex.pin {
-        h.insert("x-codex-sidecar-billing", HeaderValue::from_static(pin.billing.as_str()));
+        h.insert(
+            "x-codex-sidecar-billing",
+            HeaderValue::from_static(pin.billing.as_str()),
+        );
     }
     if let Ok(v) = HeaderValue::from_str(&ex.id) {
         h.insert("x-codex-sidecar-request-id", v);
@@ -484,7 +579,10 @@ fn error_response(err: &ApiError) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(body.clone()));
     *resp.status_mut() = err.status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     if let Some(secs) = err.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -503,7 +601,8 @@ fn answer_error(ex: &mut Exchange, err: ApiError, outcome: Outcome) -> Response<
     let mut resp = error_response(&err);
     add_sidecar_headers(resp.headers_mut(), ex);
     if err.status == StatusCode::SERVICE_UNAVAILABLE && err.kind == "shutting_down" {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     ex.finish(outcome, None);
     resp

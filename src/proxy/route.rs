@@ -7,7 +7,12 @@ use http::Method;
 pub use crate::ledger::Route;
 
 impl Route {
-    pub const ALL: [Route; 4] = [Route::Responses, Route::ResponsesCompact, Route::Models, Route::ChatCompletions];
+    pub const ALL: [Route; 4] = [
+        Route::Responses,
+        Route::ResponsesCompact,
+        Route::Models,
+        Route::ChatCompletions,
+    ];
 
     /// The path appended to the upstream's base URL.
     pub fn upstream_suffix(self) -> &'static str {
@@ -58,13 +63,39 @@ mod tests {
 
     #[test]
     fn table() {
-        assert_eq!(lookup(&Method::POST, "/v1/responses"), Match::Found(Route::Responses));
-        assert_eq!(lookup(&Method::POST, "/v1/responses/compact"), Match::Found(Route::ResponsesCompact));
-        assert_eq!(lookup(&Method::GET, "/v1/models"), Match::Found(Route::Models));
-        assert_eq!(lookup(&Method::POST, "/v1/chat/completions"), Match::Found(Route::ChatCompletions));
-        assert_eq!(lookup(&Method::GET, "/v1/responses"), Match::WrongMethod(Route::Responses));
-        assert_eq!(lookup(&Method::POST, "/v1/models"), Match::WrongMethod(Route::Models));
-        for p in ["/", "/v1", "/v1/responses/", "/v1/../v1/models", "//v1/responses", "/v1/Responses", "/v2/responses"] {
+        assert_eq!(
+            lookup(&Method::POST, "/v1/responses"),
+            Match::Found(Route::Responses)
+        );
+        assert_eq!(
+            lookup(&Method::POST, "/v1/responses/compact"),
+            Match::Found(Route::ResponsesCompact)
+        );
+        assert_eq!(
+            lookup(&Method::GET, "/v1/models"),
+            Match::Found(Route::Models)
+        );
+        assert_eq!(
+            lookup(&Method::POST, "/v1/chat/completions"),
+            Match::Found(Route::ChatCompletions)
+        );
+        assert_eq!(
+            lookup(&Method::GET, "/v1/responses"),
+            Match::WrongMethod(Route::Responses)
+        );
+        assert_eq!(
+            lookup(&Method::POST, "/v1/models"),
+            Match::WrongMethod(Route::Models)
+        );
+        for p in [
+            "/",
+            "/v1",
+            "/v1/responses/",
+            "/v1/../v1/models",
+            "//v1/responses",
+            "/v1/Responses",
+            "/v2/responses",
+        ] {
             assert_eq!(lookup(&Method::POST, p), Match::NotFound, "{p}");
         }
     }

@@ -25,12 +25,23 @@ const EVICT_ABOVE: usize = 4096;
 /// The session a request belongs to.
 pub fn session_id(h: &HeaderMap) -> String {
     for name in SESSION_HEADERS {
-        if let Some(v) = h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()) {
+        if let Some(v) = h
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
             if v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic()) {
                 return v.to_owned();
             }
             let d = sha2::Sha256::digest(v.as_bytes());
-            return format!("sha256:{}", d.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>());
+            return format!(
+                "sha256:{}",
+                d.iter()
+                    .take(16)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
         }
     }
     "default".to_owned()
@@ -87,7 +98,13 @@ impl Sessions {
         }
         map.insert(
             id.to_owned(),
-            Entry { pin: pin.clone(), requests: 1, last_seen: now, last_seen_wall: SystemTime::now(), state: "active" },
+            Entry {
+                pin: pin.clone(),
+                requests: 1,
+                last_seen: now,
+                last_seen_wall: SystemTime::now(),
+                state: "active",
+            },
         );
         self.publish(&map);
         Ok(pin)
@@ -97,7 +114,11 @@ impl Sessions {
     pub fn fall_back_to_org(&self, id: &str) -> Option<Pin> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let e = map.get_mut(id)?;
-        e.pin = Pin { billing: Billing::Org, account: None, fell_back: true };
+        e.pin = Pin {
+            billing: Billing::Org,
+            account: None,
+            fell_back: true,
+        };
         let pin = e.pin.clone();
         self.publish(&map);
         Some(pin)
@@ -135,7 +156,10 @@ impl Sessions {
         const STATES: [&str; 4] = ["active", "limited", "disconnected", "needs_reconnect"];
         for billing in Billing::ALL {
             for state in STATES {
-                let n = map.values().filter(|e| e.pin.billing == billing && e.state == state).count();
+                let n = map
+                    .values()
+                    .filter(|e| e.pin.billing == billing && e.state == state)
+                    .count();
                 metrics::gauge!("codex_sidecar_sessions", "billing" => billing.as_str(), "state" => state).set(n as f64);
             }
         }
@@ -144,7 +168,7 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use http::HeaderValue;
 
@@ -160,17 +184,28 @@ mod tests {
         assert_eq!(session_id(&h), "s_");
         h.insert("session-id", HeaderValue::from_static("s-"));
         assert_eq!(session_id(&h), "s-");
-        h.insert("session-id", HeaderValue::from_str(&"x".repeat(500)).unwrap());
+        h.insert(
+            "session-id",
+            HeaderValue::from_str(&"x".repeat(500)).unwrap(),
+        );
         assert!(session_id(&h).starts_with("sha256:") && session_id(&h).len() == 39);
     }
 
     #[test]
     fn pinned_for_life_and_failures_pin_nothing() {
         let s = Sessions::default();
-        let org = Pin { billing: Billing::Org, account: None, fell_back: false };
+        let org = Pin {
+            billing: Billing::Org,
+            account: None,
+            fell_back: false,
+        };
         assert!(s.pin::<()>("a", || Err(())).is_err());
         assert_eq!(s.pin::<()>("a", || Ok(org.clone())).unwrap(), org);
-        let chat = Pin { billing: Billing::ChatgptPlan, account: Some(AccountHash::of("h")), fell_back: false };
+        let chat = Pin {
+            billing: Billing::ChatgptPlan,
+            account: Some(AccountHash::of("h")),
+            fell_back: false,
+        };
         assert_eq!(s.pin::<()>("a", || Ok(chat.clone())).unwrap(), org);
         assert_eq!(s.views()[0].requests, 2);
     }

@@ -49,8 +49,23 @@ pub async fn codex_exec(base: &str, prompt: &str) -> CodexRun {
             .env("HOME", home.path())
             .env("CODEX_HOME", home.path())
             .env("CODEX_SIDECAR_TOKEN", LOCAL_TOKEN)
-            .args(["exec", "--skip-git-repo-check", "--ephemeral", "--sandbox", "read-only", "--json"])
-            .args(["-c", "model_provider=sidecar", "-c", &provider, "-m", "gpt-5.4", prompt])
+            .args([
+                "exec",
+                "--skip-git-repo-check",
+                "--ephemeral",
+                "--sandbox",
+                "read-only",
+                "--json",
+            ])
+            .args([
+                "-c",
+                "model_provider=sidecar",
+                "-c",
+                &provider,
+                "-m",
+                "gpt-5.4",
+                prompt,
+            ])
             .current_dir(home.path())
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -62,8 +77,10 @@ pub async fn codex_exec(base: &str, prompt: &str) -> CodexRun {
     let stdout = String::from_utf8_lossy(&out.stdout);
     CodexRun {
         success: out.status.success(),
-        events: stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+        events: stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
-

@@ -1,8 +1,15 @@
 //! Test support: the fake upstream, a sidecar started in-process on port 0
 //! with its own config and state dir, and a small HTTP client.
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub mod codex;
+pub mod process;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -26,17 +33,25 @@ pub const ACCOUNT_ID: &str = "acct-7d2f9a41-aaaa-bbbb-cccc-0123456789ab";
 /// A JWT-shaped token with the given claims (unsigned: the sidecar never verifies).
 pub fn jwt(claims: serde_json::Value) -> String {
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!("{}.{}.c2lnbmF0dXJl", e.encode(br#"{"alg":"RS256","typ":"JWT"}"#), e.encode(claims.to_string()))
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        e.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        e.encode(claims.to_string())
+    )
 }
 
 /// The ChatGPT access token the tests plant (a JWT expiring far in the future).
 pub fn access_token(tag: &str) -> String {
-    jwt(serde_json::json!({"exp": 4_102_444_800i64, "sub": format!("user-{tag}"), "scp": ["openid"]}))
+    jwt(
+        serde_json::json!({"exp": 4_102_444_800i64, "sub": format!("user-{tag}"), "scp": ["openid"]}),
+    )
 }
 
 pub fn id_token(account: &str, plan: &str) -> String {
-    jwt(serde_json::json!({"exp": 4_102_444_800i64, "https://api.openai.com/auth":
-        {"chatgpt_plan_type": plan, "chatgpt_account_id": account, "chatgpt_user_id": "user-1"}}))
+    jwt(
+        serde_json::json!({"exp": 4_102_444_800i64, "https://api.openai.com/auth":
+        {"chatgpt_plan_type": plan, "chatgpt_account_id": account, "chatgpt_user_id": "user-1"}}),
+    )
 }
 
 /// Writes a Codex auth.json with ChatGPT tokens, mode 0600.
@@ -67,7 +82,12 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { chatgpt: true, org: true, extra: String::new(), env: Vec::new() }
+        Setup {
+            chatgpt: true,
+            org: true,
+            extra: String::new(),
+            env: Vec::new(),
+        }
     }
 }
 
@@ -96,29 +116,58 @@ pub async fn start(up: &FakeUpstream, setup: Setup) -> Harness {
         write_secret(&org_file, &format!("{ORG_KEY}\n"));
     }
     let mut sections: Vec<(String, Vec<(String, String)>)> = vec![
-        ("server".into(), vec![("listen".into(), "\"127.0.0.1:0\"".into()), ("admin_listen".into(), "\"127.0.0.1:0\"".into())]),
+        (
+            "server".into(),
+            vec![
+                ("listen".into(), "\"127.0.0.1:0\"".into()),
+                ("admin_listen".into(), "\"127.0.0.1:0\"".into()),
+            ],
+        ),
         (
             "chatgpt".into(),
             vec![
-                ("auth_file".into(), format!("{:?}", auth_file.display().to_string())),
-                ("base_url".into(), format!("{:?}", up.base_url("/backend-api/codex"))),
+                (
+                    "auth_file".into(),
+                    format!("{:?}", auth_file.display().to_string()),
+                ),
+                (
+                    "base_url".into(),
+                    format!("{:?}", up.base_url("/backend-api/codex")),
+                ),
             ],
         ),
         (
             "org".into(),
             vec![
-                ("api_key_file".into(), format!("{:?}", org_file.display().to_string())),
+                (
+                    "api_key_file".into(),
+                    format!("{:?}", org_file.display().to_string()),
+                ),
                 ("base_url".into(), format!("{:?}", up.base_url("/v1"))),
             ],
         ),
-        ("upstream".into(), vec![("ca_file".into(), format!("{:?}", up.ca_file.display().to_string()))]),
-        ("ledger".into(), vec![("path".into(), format!("{:?}", ledger.display().to_string())), ("fsync".into(), "\"always\"".into())]),
+        (
+            "upstream".into(),
+            vec![(
+                "ca_file".into(),
+                format!("{:?}", up.ca_file.display().to_string()),
+            )],
+        ),
+        (
+            "ledger".into(),
+            vec![
+                ("path".into(), format!("{:?}", ledger.display().to_string())),
+                ("fsync".into(), "\"always\"".into()),
+            ],
+        ),
         ("log".into(), vec![]),
     ];
     // Merge the extra TOML key by key.
     let extra: toml::Table = setup.extra.parse().unwrap();
     for (sec, table) in extra {
-        let toml::Value::Table(table) = table else { panic!("extra must be tables") };
+        let toml::Value::Table(table) = table else {
+            panic!("extra must be tables")
+        };
         let entry = match sections.iter_mut().find(|(s, _)| *s == sec) {
             Some(e) => e,
             None => {
@@ -142,13 +191,25 @@ pub async fn start(up: &FakeUpstream, setup: Setup) -> Harness {
     std::fs::write(&cfg_path, &text).unwrap();
     let env: HashMap<String, String> = setup.env.into_iter().collect();
     let env_for_config = env.clone();
-    let cfg = codex_sidecar::config::load(Some(&cfg_path), &move |k| env_for_config.get(k).cloned(), &Default::default())
-        .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
+    let cfg = codex_sidecar::config::load(
+        Some(&cfg_path),
+        &move |k| env_for_config.get(k).cloned(),
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("test config invalid: {e:?}\n{text}"));
     let sidecar = codex_sidecar::run::start(cfg, Box::new(move |k: &str| env.get(k).cloned()))
         .await
         .unwrap_or_else(|e| panic!("sidecar did not start: {e:?}"));
     let base = format!("http://{}", sidecar.proxy_addr);
-    Harness { sidecar, dir, auth_file, org_file, ledger, base, access }
+    Harness {
+        sidecar,
+        dir,
+        auth_file,
+        org_file,
+        ledger,
+        base,
+        access,
+    }
 }
 
 impl Harness {
@@ -159,7 +220,9 @@ impl Harness {
     /// Every ledger record so far.
     pub fn records(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&self.ledger).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// Waits until the ledger has `n` records (the end hook may run just after the client saw the end).
@@ -198,12 +261,19 @@ pub const BODY: &str = r#"{"model":"gpt-5.4","stream":true,"input":[{"role":"use
 pub async fn send(c: &TestClient, req: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
     let resp: Response<_> = c.request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (parts, bytes)
 }
 
 /// Sends and records each body chunk with its arrival time.
-pub async fn send_timed(c: &TestClient, req: Request<Full<Bytes>>) -> (http::response::Parts, Vec<(Instant, Bytes)>) {
+pub async fn send_timed(
+    c: &TestClient,
+    req: Request<Full<Bytes>>,
+) -> (http::response::Parts, Vec<(Instant, Bytes)>) {
     let resp = c.request(req).await.unwrap();
     let (parts, mut body) = resp.into_parts();
     let mut chunks = Vec::new();
@@ -221,5 +291,6 @@ pub async fn send_timed(c: &TestClient, req: Request<Full<Bytes>>) -> (http::res
 }
 
 pub fn json(b: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }

@@ -76,7 +76,10 @@ impl Reply {
         Reply {
             status: 200,
             headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: events.into_iter().map(|e| (Duration::ZERO, Bytes::from(e))).collect(),
+            chunks: events
+                .into_iter()
+                .map(|e| (Duration::ZERO, Bytes::from(e)))
+                .collect(),
             end: End::Finish,
             head_delay: Duration::ZERO,
         }
@@ -135,7 +138,9 @@ impl FakeUpstream {
         self.seen.lock().unwrap().len()
     }
 
-    pub async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> FakeUpstream {
+    pub async fn start(
+        script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeUpstream {
         let dir = tempfile::tempdir().unwrap();
         let (ca_pem, cert_der, key_der) = make_certs();
         let ca_file = dir.path().join("ca.pem");
@@ -158,14 +163,20 @@ impl FakeUpstream {
         let (s2, c2, o2) = (seen.clone(), cancelled.clone(), open_connections.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
-                let (seen, cancelled, open, script) = (s2.clone(), c2.clone(), o2.clone(), script.clone());
+                let (seen, cancelled, open, script) =
+                    (s2.clone(), c2.clone(), o2.clone(), script.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     open.fetch_add(1, Ordering::SeqCst);
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (seen, cancelled, script) = (seen.clone(), cancelled.clone(), script.clone());
+                        let (seen, cancelled, script) =
+                            (seen.clone(), cancelled.clone(), script.clone());
                         async move { Ok::<_, Infallible>(answer(req, seen, cancelled, script).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -175,7 +186,15 @@ impl FakeUpstream {
                 });
             }
         });
-        FakeUpstream { addr, seen, cancelled, open_connections, ca_file, _dir: dir, task }
+        FakeUpstream {
+            addr,
+            seen,
+            cancelled,
+            open_connections,
+            ca_file,
+            _dir: dir,
+            task,
+        }
     }
 }
 
@@ -186,10 +205,18 @@ async fn answer(
     script: Arc<Script>,
 ) -> Response<ChanBody> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let s = Seen {
         method: parts.method.to_string(),
-        path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         headers: parts.headers,
         body,
         version: parts.version,
@@ -244,21 +271,31 @@ impl Body for ChanBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx)
     }
 }
 
 /// A CA and a `localhost`/127.0.0.1 leaf signed by it.
-fn make_certs() -> (String, rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>) {
+fn make_certs() -> (
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "codex-sidecar test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "codex-sidecar test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
     (
@@ -269,7 +306,11 @@ fn make_certs() -> (String, rustls::pki_types::CertificateDer<'static>, rustls::
 }
 
 /// A realistic Responses stream: created, `n` deltas, completed with usage.
-pub fn responses_stream(text_parts: &[&str], model: &str, usage: (u64, u64, u64, u64)) -> Vec<String> {
+pub fn responses_stream(
+    text_parts: &[&str],
+    model: &str,
+    usage: (u64, u64, u64, u64),
+) -> Vec<String> {
     let (input, cached, output, reasoning) = usage;
     let mut v = vec![format!(
         "event: response.created\ndata: {{\"type\":\"response.created\",\"response\":{{\"id\":\"resp_1\",\"model\":\"{model}\",\"status\":\"in_progress\"}}}}\n\n"

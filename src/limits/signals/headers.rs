@@ -288,7 +288,7 @@ fn token(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use http::{HeaderName, HeaderValue};
 

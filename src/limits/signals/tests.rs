@@ -1,5 +1,5 @@
 //! Tests of signal classification: which answers are limits, of what kind, resetting when.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::*;
 use http::{HeaderMap, HeaderName, HeaderValue};
