@@ -3,4 +3,5 @@
 
 pub mod billing;
 pub mod secret;
+pub mod tap;
 pub mod usage;

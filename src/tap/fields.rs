@@ -1,0 +1,304 @@
+//! What the upstream's JSON says: the few fields the reader needs, and cheap byte-level sniffing.
+//!
+//! Parsing is lenient where the upstream's shape may vary (numbers, strings or null in the same
+//! place) and never fails loudly: an object we cannot read simply teaches nothing.
+
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::usage::Usage;
+
+/// The fields the reader looks at in any object it meets: a Responses event, a response object,
+/// a Chat Completions chunk or body, or an error body. Everything else is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Obj {
+    #[serde(rename = "type")]
+    pub kind: Option<Value>,
+    pub object: Option<Value>,
+    pub id: Option<Value>,
+    pub model: Option<Value>,
+    pub status: Option<Value>,
+    pub usage: Option<Value>,
+    pub error: Option<Value>,
+    pub incomplete_details: Option<Value>,
+    pub code: Option<Value>,
+    pub message: Option<Value>,
+    pub choices: Option<Vec<Choice>>,
+    pub response: Option<Box<Obj>>,
+}
+
+/// One Chat Completions choice: only how it finished matters here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Choice {
+    pub finish_reason: Option<Value>,
+}
+
+/// An error object as the upstream sent it (`{"error": {...}}` bodies, failed responses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiError {
+    /// The error's `type`.
+    pub error_type: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// ChatGPT usage-limit bodies: the plan that ran out.
+    pub plan_type: Option<String>,
+    /// ChatGPT usage-limit bodies: unix seconds when the window resets.
+    pub resets_at: Option<u64>,
+    pub resets_in_seconds: Option<u64>,
+}
+
+impl ApiError {
+    /// Reads an error value: an object with the usual fields, or a bare message string.
+    pub(super) fn from_value(value: &Value) -> Option<ApiError> {
+        match value {
+            Value::Object(map) => Some(ApiError {
+                error_type: map.get("type").and_then(text),
+                code: map.get("code").and_then(text),
+                message: map.get("message").and_then(text),
+                plan_type: map.get("plan_type").and_then(text),
+                resets_at: map.get("resets_at").and_then(count),
+                resets_in_seconds: map.get("resets_in_seconds").and_then(count),
+            }),
+            Value::String(message) => Some(ApiError {
+                message: Some(message.clone()),
+                ..ApiError::default()
+            }),
+            _ => None,
+        }
+    }
+
+    /// The error's code (or, the upstream being inconsistent, its type) and message.
+    pub(super) fn code_and_message(&self) -> (Option<String>, Option<String>) {
+        (
+            self.code.clone().or_else(|| self.error_type.clone()),
+            self.message.clone(),
+        )
+    }
+}
+
+/// Parses one JSON object; anything else (invalid JSON, an array, too deep) gives `None`.
+pub(super) fn parse(data: &[u8]) -> Option<Obj> {
+    // serde would also read a struct from an array: only objects are events.
+    if !data.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    serde_json::from_slice(data).ok()
+}
+
+/// A string field, or a number written as one (some upstreams send numeric codes).
+pub(super) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A non-negative integer count; anything else counts as missing.
+fn count(value: &Value) -> Option<u64> {
+    value.as_u64()
+}
+
+/// Token usage from a Responses (`input_tokens`…) or Chat Completions (`prompt_tokens`…)
+/// usage object. Missing detail fields are 0; a missing total is input + output.
+pub(super) fn usage_of(value: &Value) -> Option<Usage> {
+    let map = value.as_object()?;
+    let get = |key: &str| map.get(key).and_then(count);
+    let detail = |outer: &str, inner: &str| {
+        map.get(outer)
+            .and_then(|d| d.get(inner))
+            .and_then(count)
+            .unwrap_or(0)
+    };
+    let (input, output, cached_input, reasoning) =
+        if map.contains_key("input_tokens") || map.contains_key("output_tokens") {
+            (
+                get("input_tokens"),
+                get("output_tokens"),
+                detail("input_tokens_details", "cached_tokens"),
+                detail("output_tokens_details", "reasoning_tokens"),
+            )
+        } else {
+            (
+                get("prompt_tokens"),
+                get("completion_tokens"),
+                detail("prompt_tokens_details", "cached_tokens"),
+                detail("completion_tokens_details", "reasoning_tokens"),
+            )
+        };
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    let (input, output) = (input.unwrap_or(0), output.unwrap_or(0));
+    Some(Usage {
+        input,
+        cached_input,
+        output,
+        reasoning,
+        total: get("total_tokens").unwrap_or(input.saturating_add(output)),
+    })
+}
+
+/// Searchers for the keys the reader looks for, built once (building one costs more than
+/// searching a typical event).
+static TYPE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
+
+/// Keys whose non-null value makes an untyped event worth parsing.
+pub(super) static TELLING_KEYS: LazyLock<[Finder<'static>; 4]> = LazyLock::new(|| {
+    [
+        Finder::new(b"\"usage\""),
+        Finder::new(b"\"error\""),
+        Finder::new(b"\"finish_reason\""),
+        Finder::new(b"\"incomplete_details\""),
+    ]
+});
+
+/// The value of the first `"type"` key, if it is a plain string (no escapes), found without
+/// parsing. Responses events put their `type` first, so this is their event type.
+pub(super) fn sniff_type(data: &[u8]) -> Option<&[u8]> {
+    let at = TYPE_KEY.find(data)?;
+    let rest = after_colon(&data[at + TYPE_KEY.needle().len()..])?;
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then_some(&rest[..end])
+}
+
+/// Whether some occurrence of `key` (a quoted key) in `data` has a value other than `null`.
+/// A cheap, over-eager test: a false positive only costs a parse.
+pub(super) fn has_value(data: &[u8], key: &Finder<'_>) -> bool {
+    let len = key.needle().len();
+    key.find_iter(data)
+        .any(|at| after_colon(&data[at + len..]).is_some_and(|value| !value.starts_with(b"null")))
+}
+
+/// The bytes after `\s*:\s*`, if that is what follows.
+fn after_colon(rest: &[u8]) -> Option<&[u8]> {
+    Some(
+        rest.trim_ascii_start()
+            .strip_prefix(b":")?
+            .trim_ascii_start(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn responses_usage_exact() {
+        let usage = json!({"input_tokens": 1234, "input_tokens_details": {"cached_tokens": 1000},
+            "output_tokens": 56, "output_tokens_details": {"reasoning_tokens": 7}, "total_tokens": 1290});
+        assert_eq!(
+            usage_of(&usage),
+            Some(Usage {
+                input: 1234,
+                cached_input: 1000,
+                output: 56,
+                reasoning: 7,
+                total: 1290
+            })
+        );
+    }
+
+    #[test]
+    fn chat_usage_exact_and_missing_details() {
+        let usage = json!({"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29,
+            "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 2}});
+        assert_eq!(
+            usage_of(&usage),
+            Some(Usage {
+                input: 19,
+                cached_input: 3,
+                output: 10,
+                reasoning: 2,
+                total: 29
+            })
+        );
+        let bare = json!({"prompt_tokens": 5, "completion_tokens": 4,
+            "prompt_tokens_details": null});
+        assert_eq!(
+            usage_of(&bare),
+            Some(Usage {
+                input: 5,
+                cached_input: 0,
+                output: 4,
+                reasoning: 0,
+                total: 9
+            })
+        );
+    }
+
+    #[test]
+    fn unusable_usage_is_none() {
+        assert_eq!(usage_of(&json!(null)), None);
+        assert_eq!(usage_of(&json!({})), None);
+        assert_eq!(usage_of(&json!({"input_tokens": "many"})), None);
+        assert_eq!(usage_of(&json!([1, 2])), None);
+        let negative = json!({"input_tokens": -1, "output_tokens": 2, "total_tokens": 1.5});
+        assert_eq!(
+            usage_of(&negative),
+            Some(Usage {
+                input: 0,
+                cached_input: 0,
+                output: 2,
+                reasoning: 0,
+                total: 2
+            })
+        );
+    }
+
+    #[test]
+    fn api_error_fields() {
+        let body = json!({"type": "usage_limit_reached", "message": "The usage limit has been reached",
+            "plan_type": "plus", "resets_at": 1_764_000_000u64, "resets_in_seconds": 3600});
+        let error = ApiError::from_value(&body).unwrap();
+        assert_eq!(
+            error,
+            ApiError {
+                error_type: Some("usage_limit_reached".into()),
+                code: None,
+                message: Some("The usage limit has been reached".into()),
+                plan_type: Some("plus".into()),
+                resets_at: Some(1_764_000_000),
+                resets_in_seconds: Some(3600),
+            }
+        );
+        assert_eq!(
+            error.code_and_message(),
+            (
+                Some("usage_limit_reached".into()),
+                Some("The usage limit has been reached".into())
+            )
+        );
+        let numeric = ApiError::from_value(&json!({"code": 429, "type": "requests"})).unwrap();
+        assert_eq!(numeric.code_and_message(), (Some("429".into()), None));
+        assert_eq!(ApiError::from_value(&json!(7)), None);
+    }
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(
+            sniff_type(br#"{"type":"response.completed","x":1}"#),
+            Some(&b"response.completed"[..])
+        );
+        assert_eq!(sniff_type(br#"{ "type" : "error" }"#), Some(&b"error"[..]));
+        assert_eq!(sniff_type(br#"{"type":"a\"b"}"#), None);
+        assert_eq!(sniff_type(br#"{"type":5}"#), None);
+        assert_eq!(sniff_type(br#"{"type""#), None);
+        let usage = Finder::new(b"\"usage\"");
+        assert!(!has_value(br#"{"usage":null,"x":"\"usage\": 1"}"#, &usage));
+        assert!(has_value(
+            br#"{"usage":null,"y":{"usage" : {"a":1}}}"#,
+            &usage
+        ));
+        assert!(!has_value(br#"{"usage""#, &usage));
+    }
+}

@@ -1,0 +1,15 @@
+//! The stream reader: watches each response body on its way to the agent and learns from it.
+//!
+//! Layout: `sse` cuts an event stream into events, `fields` reads the few JSON fields that
+//! matter, `observe` turns them into what the proxy needs (model, usage, outcome, failures).
+
+mod fields;
+#[doc(hidden)]
+pub mod fixtures;
+mod observe;
+pub mod sse;
+#[cfg(test)]
+mod tests;
+
+pub use fields::ApiError;
+pub use observe::{BodyKind, Feed, Observer, Terminal, JSON_CAP};
