@@ -3,7 +3,9 @@
 //! Parsing is lenient where the upstream's shape may vary (numbers, strings or null in the same
 //! place) and never fails loudly: an object we cannot read simply teaches nothing.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -142,27 +144,45 @@ pub(super) fn usage_of(value: &Value) -> Option<Usage> {
     })
 }
 
+/// Searchers for the keys the reader looks for, built once (building one costs more than
+/// searching a typical event).
+static TYPE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
+
+/// Keys whose non-null value makes an untyped event worth parsing.
+pub(super) static TELLING_KEYS: LazyLock<[Finder<'static>; 4]> = LazyLock::new(|| {
+    [
+        Finder::new(b"\"usage\""),
+        Finder::new(b"\"error\""),
+        Finder::new(b"\"finish_reason\""),
+        Finder::new(b"\"incomplete_details\""),
+    ]
+});
+
 /// The value of the first `"type"` key, if it is a plain string (no escapes), found without
 /// parsing. Responses events put their `type` first, so this is their event type.
 pub(super) fn sniff_type(data: &[u8]) -> Option<&[u8]> {
-    let at = memmem::find(data, b"\"type\"")?;
-    let rest = after_colon(&data[at + b"\"type\"".len()..])?;
+    let at = TYPE_KEY.find(data)?;
+    let rest = after_colon(&data[at + TYPE_KEY.needle().len()..])?;
     let rest = rest.strip_prefix(b"\"")?;
     let end = memchr::memchr2(b'"', b'\\', rest)?;
     (rest[end] == b'"').then_some(&rest[..end])
 }
 
-/// Whether some `key` (given with its quotes) in `data` has a value other than `null`.
+/// Whether some occurrence of `key` (a quoted key) in `data` has a value other than `null`.
 /// A cheap, over-eager test: a false positive only costs a parse.
-pub(super) fn has_value(data: &[u8], key: &[u8]) -> bool {
-    memmem::find_iter(data, key).any(|at| {
-        after_colon(&data[at + key.len()..]).is_some_and(|value| !value.starts_with(b"null"))
-    })
+pub(super) fn has_value(data: &[u8], key: &Finder<'_>) -> bool {
+    let len = key.needle().len();
+    key.find_iter(data)
+        .any(|at| after_colon(&data[at + len..]).is_some_and(|value| !value.starts_with(b"null")))
 }
 
 /// The bytes after `\s*:\s*`, if that is what follows.
 fn after_colon(rest: &[u8]) -> Option<&[u8]> {
-    Some(rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start())
+    Some(
+        rest.trim_ascii_start()
+            .strip_prefix(b":")?
+            .trim_ascii_start(),
+    )
 }
 
 #[cfg(test)]
@@ -177,7 +197,13 @@ mod tests {
             "output_tokens": 56, "output_tokens_details": {"reasoning_tokens": 7}, "total_tokens": 1290});
         assert_eq!(
             usage_of(&usage),
-            Some(Usage { input: 1234, cached_input: 1000, output: 56, reasoning: 7, total: 1290 })
+            Some(Usage {
+                input: 1234,
+                cached_input: 1000,
+                output: 56,
+                reasoning: 7,
+                total: 1290
+            })
         );
     }
 
@@ -188,13 +214,25 @@ mod tests {
             "completion_tokens_details": {"reasoning_tokens": 2}});
         assert_eq!(
             usage_of(&usage),
-            Some(Usage { input: 19, cached_input: 3, output: 10, reasoning: 2, total: 29 })
+            Some(Usage {
+                input: 19,
+                cached_input: 3,
+                output: 10,
+                reasoning: 2,
+                total: 29
+            })
         );
         let bare = json!({"prompt_tokens": 5, "completion_tokens": 4,
             "prompt_tokens_details": null});
         assert_eq!(
             usage_of(&bare),
-            Some(Usage { input: 5, cached_input: 0, output: 4, reasoning: 0, total: 9 })
+            Some(Usage {
+                input: 5,
+                cached_input: 0,
+                output: 4,
+                reasoning: 0,
+                total: 9
+            })
         );
     }
 
@@ -207,7 +245,13 @@ mod tests {
         let negative = json!({"input_tokens": -1, "output_tokens": 2, "total_tokens": 1.5});
         assert_eq!(
             usage_of(&negative),
-            Some(Usage { input: 0, cached_input: 0, output: 2, reasoning: 0, total: 2 })
+            Some(Usage {
+                input: 0,
+                cached_input: 0,
+                output: 2,
+                reasoning: 0,
+                total: 2
+            })
         );
     }
 
@@ -229,7 +273,10 @@ mod tests {
         );
         assert_eq!(
             error.code_and_message(),
-            (Some("usage_limit_reached".into()), Some("The usage limit has been reached".into()))
+            (
+                Some("usage_limit_reached".into()),
+                Some("The usage limit has been reached".into())
+            )
         );
         let numeric = ApiError::from_value(&json!({"code": 429, "type": "requests"})).unwrap();
         assert_eq!(numeric.code_and_message(), (Some("429".into()), None));
@@ -238,13 +285,20 @@ mod tests {
 
     #[test]
     fn sniffing() {
-        assert_eq!(sniff_type(br#"{"type":"response.completed","x":1}"#), Some(&b"response.completed"[..]));
+        assert_eq!(
+            sniff_type(br#"{"type":"response.completed","x":1}"#),
+            Some(&b"response.completed"[..])
+        );
         assert_eq!(sniff_type(br#"{ "type" : "error" }"#), Some(&b"error"[..]));
         assert_eq!(sniff_type(br#"{"type":"a\"b"}"#), None);
         assert_eq!(sniff_type(br#"{"type":5}"#), None);
         assert_eq!(sniff_type(br#"{"type""#), None);
-        assert!(!has_value(br#"{"usage":null,"x":"\"usage\": 1"}"#, b"\"usage\""));
-        assert!(has_value(br#"{"usage":null,"y":{"usage" : {"a":1}}}"#, b"\"usage\""));
-        assert!(!has_value(br#"{"usage""#, b"\"usage\""));
+        let usage = Finder::new(b"\"usage\"");
+        assert!(!has_value(br#"{"usage":null,"x":"\"usage\": 1"}"#, &usage));
+        assert!(has_value(
+            br#"{"usage":null,"y":{"usage" : {"a":1}}}"#,
+            &usage
+        ));
+        assert!(!has_value(br#"{"usage""#, &usage));
     }
 }

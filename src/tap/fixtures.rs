@@ -44,9 +44,30 @@ pub const FAILED_MESSAGE: &str =
     "Rate limit reached for gpt-5.4 on tokens per min (TPM). Please try again in 1.5s.";
 
 const WORDS: [&str; 24] = [
-    " the", " stream", " reader", " only", " observes", ",", " it", " never", " changes",
-    " a", " byte", ".", " naïve", " café", " 日本語", " 🚀", " Ελληνικά", " \"quoted\"",
-    "\n", " back\\slash", " `code`", " fn", " main()", " {}",
+    " the",
+    " stream",
+    " reader",
+    " only",
+    " observes",
+    ",",
+    " it",
+    " never",
+    " changes",
+    " a",
+    " byte",
+    ".",
+    " naïve",
+    " café",
+    " 日本語",
+    " 🚀",
+    " Ελληνικά",
+    " \"quoted\"",
+    "\n",
+    " back\\slash",
+    " `code`",
+    " fn",
+    " main()",
+    " {}",
 ];
 
 /// Deterministic pseudo-random numbers (xorshift), so every run sees the same stream.
@@ -88,7 +109,9 @@ fn event(out: &mut Vec<u8>, data: &Value) {
         .unwrap_or_default();
     let rest = data.to_string();
     let rest = rest.strip_prefix('{').unwrap_or(&rest);
-    out.extend_from_slice(format!("event: {name}\ndata: {{\"type\":\"{name}\",{rest}\n\n").as_bytes());
+    out.extend_from_slice(
+        format!("event: {name}\ndata: {{\"type\":\"{name}\",{rest}\n\n").as_bytes(),
+    );
 }
 
 fn response(status: &str, output: Value, usage: Value, extra: &[(&str, Value)]) -> Value {
@@ -131,55 +154,91 @@ pub fn responses_stream_ending(approx_len: usize, ending: Ending) -> Vec<u8> {
         seq += 1;
         seq
     };
-    event(&mut out, &json!({"type": "response.created", "sequence_number": 0,
-        "response": response("in_progress", json!([]), Value::Null, &[])}));
-    event(&mut out, &json!({"type": "response.in_progress", "sequence_number": next_seq(),
-        "response": response("in_progress", json!([]), Value::Null, &[])}));
+    event(
+        &mut out,
+        &json!({"type": "response.created", "sequence_number": 0,
+        "response": response("in_progress", json!([]), Value::Null, &[])}),
+    );
+    event(
+        &mut out,
+        &json!({"type": "response.in_progress", "sequence_number": next_seq(),
+        "response": response("in_progress", json!([]), Value::Null, &[])}),
+    );
 
     let reasoning_id = format!("rs_{}", rng.token(32));
-    event(&mut out, &json!({"type": "response.output_item.added", "sequence_number": next_seq(),
-        "output_index": 0, "item": {"id": reasoning_id, "type": "reasoning", "summary": []}}));
+    event(
+        &mut out,
+        &json!({"type": "response.output_item.added", "sequence_number": next_seq(),
+        "output_index": 0, "item": {"id": reasoning_id, "type": "reasoning", "summary": []}}),
+    );
     let mut summary = String::new();
     for _ in 0..(approx_len / 4096).max(4) {
         let delta = WORDS[rng.below(WORDS.len())];
         summary.push_str(delta);
-        event(&mut out, &json!({"type": "response.reasoning_summary_text.delta",
+        event(
+            &mut out,
+            &json!({"type": "response.reasoning_summary_text.delta",
             "sequence_number": next_seq(), "item_id": reasoning_id, "output_index": 0,
-            "summary_index": 0, "delta": delta, "obfuscation": obfuscation(&mut rng)}));
+            "summary_index": 0, "delta": delta, "obfuscation": obfuscation(&mut rng)}),
+        );
     }
-    event(&mut out, &json!({"type": "response.reasoning_summary_text.done", "sequence_number": next_seq(),
-        "item_id": reasoning_id, "output_index": 0, "summary_index": 0, "text": summary}));
+    event(
+        &mut out,
+        &json!({"type": "response.reasoning_summary_text.done", "sequence_number": next_seq(),
+        "item_id": reasoning_id, "output_index": 0, "summary_index": 0, "text": summary}),
+    );
     let reasoning_item = json!({"id": reasoning_id, "type": "reasoning",
         "encrypted_content": rng.token(1536),
         "summary": [{"type": "summary_text", "text": summary}]});
-    event(&mut out, &json!({"type": "response.output_item.done", "sequence_number": next_seq(),
-        "output_index": 0, "item": reasoning_item}));
+    event(
+        &mut out,
+        &json!({"type": "response.output_item.done", "sequence_number": next_seq(),
+        "output_index": 0, "item": reasoning_item}),
+    );
 
     let message_id = format!("msg_{}", rng.token(32));
-    event(&mut out, &json!({"type": "response.output_item.added", "sequence_number": next_seq(),
+    event(
+        &mut out,
+        &json!({"type": "response.output_item.added", "sequence_number": next_seq(),
         "output_index": 1, "item": {"id": message_id, "type": "message", "status": "in_progress",
-        "content": [], "role": "assistant"}}));
-    event(&mut out, &json!({"type": "response.content_part.added", "sequence_number": next_seq(),
+        "content": [], "role": "assistant"}}),
+    );
+    event(
+        &mut out,
+        &json!({"type": "response.content_part.added", "sequence_number": next_seq(),
         "item_id": message_id, "output_index": 1, "content_index": 0,
-        "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}));
+        "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}),
+    );
     let mut text = String::new();
     // The text is repeated three times at the end (done events and the terminal event).
     while out.len() + 3 * (text.len() + 2048) < approx_len {
         let delta = WORDS[rng.below(WORDS.len())];
         text.push_str(delta);
-        event(&mut out, &json!({"type": "response.output_text.delta", "sequence_number": next_seq(),
+        event(
+            &mut out,
+            &json!({"type": "response.output_text.delta", "sequence_number": next_seq(),
             "item_id": message_id, "output_index": 1, "content_index": 0, "delta": delta,
-            "logprobs": [], "obfuscation": obfuscation(&mut rng)}));
+            "logprobs": [], "obfuscation": obfuscation(&mut rng)}),
+        );
     }
-    event(&mut out, &json!({"type": "response.output_text.done", "sequence_number": next_seq(),
-        "item_id": message_id, "output_index": 1, "content_index": 0, "text": text, "logprobs": []}));
+    event(
+        &mut out,
+        &json!({"type": "response.output_text.done", "sequence_number": next_seq(),
+        "item_id": message_id, "output_index": 1, "content_index": 0, "text": text, "logprobs": []}),
+    );
     let part = json!({"type": "output_text", "annotations": [], "logprobs": [], "text": text});
-    event(&mut out, &json!({"type": "response.content_part.done", "sequence_number": next_seq(),
-        "item_id": message_id, "output_index": 1, "content_index": 0, "part": part}));
+    event(
+        &mut out,
+        &json!({"type": "response.content_part.done", "sequence_number": next_seq(),
+        "item_id": message_id, "output_index": 1, "content_index": 0, "part": part}),
+    );
     let message_item = json!({"id": message_id, "type": "message", "status": "completed",
         "content": [part], "role": "assistant"});
-    event(&mut out, &json!({"type": "response.output_item.done", "sequence_number": next_seq(),
-        "output_index": 1, "item": message_item}));
+    event(
+        &mut out,
+        &json!({"type": "response.output_item.done", "sequence_number": next_seq(),
+        "output_index": 1, "item": message_item}),
+    );
 
     let output = json!([reasoning_item, message_item]);
     let terminal = match ending {
@@ -200,7 +259,9 @@ pub fn responses_stream_ending(approx_len: usize, ending: Ending) -> Vec<u8> {
 pub fn responses_json() -> Vec<u8> {
     let output = json!([{"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
         "content": [{"type": "output_text", "annotations": [], "text": "Done: 日本語 🚀"}]}]);
-    response("completed", output, usage_json(USAGE), &[]).to_string().into_bytes()
+    response("completed", output, usage_json(USAGE), &[])
+        .to_string()
+        .into_bytes()
 }
 
 fn chat_usage_json() -> Value {
@@ -225,14 +286,23 @@ pub fn chat_stream(deltas: usize, include_usage: bool, finish_reason: &str) -> V
         }
         out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
     };
-    chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null},
-        "logprobs": null, "finish_reason": null}]), None);
+    chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null},
+        "logprobs": null, "finish_reason": null}]),
+        None,
+    );
     for _ in 0..deltas {
         let word = WORDS[rng.below(WORDS.len())];
-        chunk(json!([{"index": 0, "delta": {"content": word}, "logprobs": null,
-            "finish_reason": null}]), None);
+        chunk(
+            json!([{"index": 0, "delta": {"content": word}, "logprobs": null,
+            "finish_reason": null}]),
+            None,
+        );
     }
-    chunk(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}]), None);
+    chunk(
+        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}]),
+        None,
+    );
     if include_usage {
         chunk(json!([]), Some(chat_usage_json()));
     }

@@ -53,7 +53,9 @@ pub enum Terminal {
     Completed,
     /// `response.incomplete` (`incomplete_details.reason`), or a chat completion cut by
     /// `finish_reason` `length` / `content_filter`.
-    Incomplete { reason: Option<String> },
+    Incomplete {
+        reason: Option<String>,
+    },
     /// `response.failed` (`response.error.code` / `.message`).
     Failed {
         code: Option<String>,
@@ -105,7 +107,8 @@ impl Observer {
             BodyKind::Sse => {
                 let learned = &mut self.learned;
                 learned.feed = Feed::default();
-                self.scanner.feed(chunk, &mut |event| learned.on_event(event));
+                self.scanner
+                    .feed(chunk, &mut |event| learned.on_event(event));
                 learned.feed
             }
             BodyKind::Json => {
@@ -238,7 +241,9 @@ impl Learned {
         let class = match event.name.map(classify) {
             Some(class @ (Class::Known(_) | Class::Progress)) => class,
             // No usable name: the JSON `type` field may say what it is.
-            None | Some(Class::Other) => fields::sniff_type(event.data).map_or(Class::Other, classify),
+            None | Some(Class::Other) => {
+                fields::sniff_type(event.data).map_or(Class::Other, classify)
+            }
         };
         match class {
             Class::Known(kind) => {
@@ -297,14 +302,9 @@ impl Learned {
             self.end_chat();
             return;
         }
-        let worth_parsing = [
-            &b"\"usage\""[..],
-            b"\"error\"",
-            b"\"finish_reason\"",
-            b"\"incomplete_details\"",
-        ]
-        .iter()
-        .any(|key| fields::has_value(data, key));
+        let worth_parsing = fields::TELLING_KEYS
+            .iter()
+            .any(|key| fields::has_value(data, key));
         if !worth_parsing {
             if self.model.is_some() || self.probes_left == 0 {
                 return;
@@ -400,7 +400,11 @@ impl Learned {
     }
 
     fn note_finish_reasons(&mut self, obj: &Obj) {
-        let reasons = obj.choices.iter().flatten().filter_map(|c| c.finish_reason.as_ref());
+        let reasons = obj
+            .choices
+            .iter()
+            .flatten()
+            .filter_map(|c| c.finish_reason.as_ref());
         for reason in reasons.filter_map(Value::as_str) {
             if matches!(reason, "length" | "content_filter") {
                 self.cut_short = Some(reason.to_owned());
@@ -411,7 +415,11 @@ impl Learned {
     /// The model and id, from whichever object names them first.
     fn learn_ids(&mut self, obj: &Obj) {
         if self.model.is_none() {
-            self.model = obj.model.as_ref().and_then(Value::as_str).map(str::to_owned);
+            self.model = obj
+                .model
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
         if self.response_id.is_none() {
             self.response_id = obj.id.as_ref().and_then(Value::as_str).map(str::to_owned);

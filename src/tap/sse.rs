@@ -137,11 +137,7 @@ impl Scanner {
             None => (line, &[][..]),
         };
         match field {
-            b"data" => {
-                if self.open_data_line() {
-                    self.append_data(value);
-                }
-            }
+            b"data" => self.data_line(value),
             b"event" => self.set_name(value),
             // Comments (empty field), `id`, `retry` and unknown fields teach us nothing.
             _ => {}
@@ -231,6 +227,13 @@ impl Scanner {
             Partial::Line | Partial::Data | Partial::Skip => {}
         }
         self.partial = Partial::Line;
+    }
+
+    /// A whole `data:` line.
+    fn data_line(&mut self, value: &[u8]) {
+        if self.open_data_line() {
+            self.append_data(value);
+        }
     }
 
     /// Starts a new `data:` line of the current event; false when its value is not kept.
@@ -333,7 +336,11 @@ mod tests {
     }
 
     /// Every way of cutting `stream` in two, and byte by byte, gives `expected`.
-    fn assert_all_splits(classify: fn(&[u8]) -> Interest, stream: &[u8], expected: &[(Option<String>, String)]) {
+    fn assert_all_splits(
+        classify: fn(&[u8]) -> Interest,
+        stream: &[u8],
+        expected: &[(Option<String>, String)],
+    ) {
         for cut in 0..=stream.len() {
             let (a, b) = stream.split_at(cut);
             assert_eq!(scan(classify, &[a, b]), expected, "cut at {cut}");
@@ -357,15 +364,30 @@ mod tests {
     #[test]
     fn crlf_and_cr_line_ends() {
         let expected = [ev(Some("a"), "1"), ev(Some("b"), "2")];
-        assert_all_splits(keep_all, b"event: a\r\ndata: 1\r\n\r\nevent: b\r\ndata: 2\r\n\r\n", &expected);
-        assert_all_splits(keep_all, b"event: a\rdata: 1\r\revent: b\rdata: 2\r\r", &expected);
-        assert_all_splits(keep_all, b"event: a\rdata: 1\r\n\nevent: b\ndata: 2\r\r", &expected);
+        assert_all_splits(
+            keep_all,
+            b"event: a\r\ndata: 1\r\n\r\nevent: b\r\ndata: 2\r\n\r\n",
+            &expected,
+        );
+        assert_all_splits(
+            keep_all,
+            b"event: a\rdata: 1\r\revent: b\rdata: 2\r\r",
+            &expected,
+        );
+        assert_all_splits(
+            keep_all,
+            b"event: a\rdata: 1\r\n\nevent: b\ndata: 2\r\r",
+            &expected,
+        );
     }
 
     #[test]
     fn cr_then_lf_in_the_next_chunk_is_one_line_end() {
         // Split exactly between `\r` and `\n`, and with empty chunks in between.
-        let got = scan(keep_all, &[b"data: 1\r", b"", b"\n\r", b"\ndata: 2\r", b"\r"]);
+        let got = scan(
+            keep_all,
+            &[b"data: 1\r", b"", b"\n\r", b"\ndata: 2\r", b"\r"],
+        );
         assert_eq!(got, [ev(None, "1"), ev(None, "2")]);
     }
 
@@ -384,15 +406,27 @@ mod tests {
     #[test]
     fn name_after_data_still_decides() {
         assert_eq!(scan(skip_deltas, &[b"data: 1\nevent: x.delta\n\n"]), []);
-        assert_eq!(scan(skip_deltas, &[b"data: 1\nevent: y\n\n"]), [ev(Some("y"), "1")]);
+        assert_eq!(
+            scan(skip_deltas, &[b"data: 1\nevent: y\n\n"]),
+            [ev(Some("y"), "1")]
+        );
         // The last `event:` line wins, but data skipped under an earlier name is lost for good.
-        assert_eq!(scan(skip_deltas, &[b"event: x.delta\ndata: 1\nevent: y\n\n"]), []);
-        assert_eq!(scan(skip_deltas, &[b"event: x.delta\nevent: y\ndata: 1\n\n"]), [ev(Some("y"), "1")]);
+        assert_eq!(
+            scan(skip_deltas, &[b"event: x.delta\ndata: 1\nevent: y\n\n"]),
+            []
+        );
+        assert_eq!(
+            scan(skip_deltas, &[b"event: x.delta\nevent: y\ndata: 1\n\n"]),
+            [ev(Some("y"), "1")]
+        );
     }
 
     #[test]
     fn events_without_data_or_unterminated_are_not_dispatched() {
-        assert_eq!(scan(keep_all, &[b"event: a\n\n: c\n\nevent: b\ndata: 1\n"]), []);
+        assert_eq!(
+            scan(keep_all, &[b"event: a\n\n: c\n\nevent: b\ndata: 1\n"]),
+            []
+        );
         assert_eq!(scan(keep_all, &[b"event: a\ndata: 1"]), []);
     }
 

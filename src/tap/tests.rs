@@ -138,7 +138,11 @@ fn random_chunks(stream: &[u8], seed: u64, max: usize) -> Vec<&[u8]> {
 #[test]
 fn case_02_every_cut_of_a_stream_learns_the_same() {
     let stream = fixtures::responses_stream(0);
-    assert!(stream.len() < 16 * 1024, "keep the exhaustive test quick: {}", stream.len());
+    assert!(
+        stream.len() < 16 * 1024,
+        "keep the exhaustive test quick: {}",
+        stream.len()
+    );
     assert_eq!(observe_sse(&stream), completed());
     assert_every_cut(&stream, stream.len() - 1, &completed());
 }
@@ -164,19 +168,55 @@ fn case_02_random_chunkings_of_a_large_stream() {
     let expected = completed();
     let last = stream.len() - 1;
     for seed in 1..=24u64 {
-        let chunks = random_chunks(&stream, seed * 0x9e37_79b9, [7, 100, 1500, 20_000][seed as usize % 4]);
+        let chunks = random_chunks(
+            &stream,
+            seed * 0x9e37_79b9,
+            [7, 100, 1500, 20_000][seed as usize % 4],
+        );
         let got = observe(BodyKind::Sse, &chunks);
         let mut end = 0;
         let terminal_chunk = chunks.iter().position(|c| {
             end += c.len();
             end > last
         });
-        assert_eq!(got.terminal_chunks, vec![terminal_chunk.unwrap()], "seed {seed}");
-        assert_eq!(Learned { terminal_chunks: vec![0], ..got }, expected, "seed {seed}");
+        assert_eq!(
+            got.terminal_chunks,
+            vec![terminal_chunk.unwrap()],
+            "seed {seed}"
+        );
+        assert_eq!(
+            Learned {
+                terminal_chunks: vec![0],
+                ..got
+            },
+            expected,
+            "seed {seed}"
+        );
     }
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     let got = observe(BodyKind::Sse, &bytes);
     assert_eq!(got.terminal_chunks, vec![last]);
+}
+
+#[test]
+fn case_02_every_cut_of_a_chat_stream_learns_the_same() {
+    let stream = fixtures::chat_stream(8, true, "stop");
+    let usage_chunk_end = stream.len() - b"data: [DONE]\n\n".len() - 1;
+    let expected = Learned {
+        model: Some(fixtures::CHAT_MODEL.into()),
+        response_id: Some(fixtures::CHAT_ID.into()),
+        usage: Some(fixtures::CHAT_USAGE),
+        terminal: Some(Terminal::Completed),
+        terminal_chunks: vec![0],
+        ..nothing()
+    };
+    assert_every_cut(&stream, usage_chunk_end, &expected);
+    let crlf = with_line_ends(&stream, b"\r\n");
+    assert_every_cut(
+        &crlf,
+        crlf.len() - b"data: [DONE]\r\n\r\n".len() - 2,
+        &expected,
+    );
 }
 
 #[test]
@@ -195,7 +235,13 @@ fn case_02_multi_line_data_and_comments() {
     let expected = Learned {
         model: Some("gpt-5.4".into()),
         response_id: Some("resp_1".into()),
-        usage: Some(Usage { input: 10, cached_input: 0, output: 2, reasoning: 0, total: 12 }),
+        usage: Some(Usage {
+            input: 10,
+            cached_input: 0,
+            output: 2,
+            reasoning: 0,
+            total: 12,
+        }),
         terminal: Some(Terminal::Completed),
         terminal_chunks: vec![0],
         ..nothing()
@@ -220,7 +266,12 @@ fn case_03_garbage_and_unknown_events_learn_nothing() {
         b"<html><body>502 Bad Gateway</body></html>",
     ];
     for &body in garbage {
-        assert_eq!(observe_sse(body), nothing(), "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            observe_sse(body),
+            nothing(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
         let bytes: Vec<&[u8]> = body.chunks(1).collect();
         assert_eq!(observe(BodyKind::Sse, &bytes), nothing());
         assert_eq!(observe(BodyKind::Json, &[body]), nothing());
@@ -273,7 +324,10 @@ fn case_04_response_failed_mid_stream_is_a_failure() {
             code: Some(fixtures::FAILED_CODE.into()),
             message: Some(fixtures::FAILED_MESSAGE.into()),
         }),
-        failures: vec![(fixtures::FAILED_CODE.into(), fixtures::FAILED_MESSAGE.into())],
+        failures: vec![(
+            fixtures::FAILED_CODE.into(),
+            fixtures::FAILED_MESSAGE.into(),
+        )],
         failure_chunks: vec![0],
         ..completed()
     };
@@ -289,7 +343,10 @@ fn case_04_response_failed_mid_stream_is_a_failure() {
     assert_eq!(
         got.failures,
         vec![
-            (fixtures::FAILED_CODE.into(), fixtures::FAILED_MESSAGE.into()),
+            (
+                fixtures::FAILED_CODE.into(),
+                fixtures::FAILED_MESSAGE.into()
+            ),
             ("insufficient_quota".into(), "Quota exceeded".into())
         ]
     );
@@ -304,19 +361,37 @@ fn case_04_take_failure_clears_and_keeps_the_latest() {
         b"event: error\ndata: {\"type\":\"error\",\"code\":\"a\",\"message\":\"1\"}\n\n\
           data: {\"type\":\"error\",\"error\":{\"type\":\"server_is_overloaded\",\"message\":\"2\"}}\n\n",
     );
-    assert_eq!(feed, Feed { terminal: false, failure: true });
-    assert_eq!(observer.take_failure(), Some(("server_is_overloaded".into(), "2".into())));
+    assert_eq!(
+        feed,
+        Feed {
+            terminal: false,
+            failure: true
+        }
+    );
+    assert_eq!(
+        observer.take_failure(),
+        Some(("server_is_overloaded".into(), "2".into()))
+    );
     assert_eq!(observer.take_failure(), None);
     assert_eq!(observer.terminal(), None);
-    assert_eq!(observer.feed(b"event: error\ndata: {\"type\":\"error\"}\n\n").failure, true);
-    assert_eq!(observer.take_failure(), Some((String::new(), String::new())));
+    assert!(
+        observer
+            .feed(b"event: error\ndata: {\"type\":\"error\"}\n\n")
+            .failure
+    );
+    assert_eq!(
+        observer.take_failure(),
+        Some((String::new(), String::new()))
+    );
 }
 
 #[test]
 fn response_incomplete_with_reason() {
     let stream = fixtures::responses_stream_ending(20_000, Ending::Incomplete);
     let expected = Learned {
-        terminal: Some(Terminal::Incomplete { reason: Some("max_output_tokens".into()) }),
+        terminal: Some(Terminal::Incomplete {
+            reason: Some("max_output_tokens".into()),
+        }),
         ..completed()
     };
     assert_eq!(observe_sse(&stream), expected);
@@ -332,7 +407,10 @@ fn case_05_streamed_responses_usage_is_exact() {
 fn case_05_non_streamed_responses_usage_is_exact() {
     let body = fixtures::responses_json();
     let chunks: Vec<&[u8]> = body.chunks(13).collect();
-    let expected = Learned { terminal_chunks: vec![], ..completed() };
+    let expected = Learned {
+        terminal_chunks: vec![],
+        ..completed()
+    };
     assert_eq!(observe(BodyKind::Json, &chunks), expected);
 }
 
@@ -355,10 +433,16 @@ fn case_05_chat_completions_usage_is_exact() {
     let (a, b) = stream.split_at(usage_chunk_end);
     assert_eq!(observe(BodyKind::Sse, &[a, b]).terminal_chunks, vec![1]);
     let chunks = random_chunks(&stream, 99, 50);
-    assert_eq!(observe(BodyKind::Sse, &chunks).usage, Some(fixtures::CHAT_USAGE));
+    assert_eq!(
+        observe(BodyKind::Sse, &chunks).usage,
+        Some(fixtures::CHAT_USAGE)
+    );
 
     let body = fixtures::chat_json();
-    let expected_json = Learned { terminal_chunks: vec![], ..expected };
+    let expected_json = Learned {
+        terminal_chunks: vec![],
+        ..expected
+    };
     assert_eq!(observe(BodyKind::Json, &[&body]), expected_json);
 }
 
@@ -376,7 +460,12 @@ fn chat_stream_without_usage_ends_at_done() {
 #[test]
 fn chat_cut_short_is_incomplete() {
     let got = observe_sse(&fixtures::chat_stream(5, true, "length"));
-    assert_eq!(got.terminal, Some(Terminal::Incomplete { reason: Some("length".into()) }));
+    assert_eq!(
+        got.terminal,
+        Some(Terminal::Incomplete {
+            reason: Some("length".into())
+        })
+    );
     assert_eq!(got.usage, Some(fixtures::CHAT_USAGE));
 }
 
@@ -384,7 +473,10 @@ fn chat_cut_short_is_incomplete() {
 fn chat_stream_error_chunk_is_a_failure() {
     let stream = b"data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"code\":null}}\n\n";
     let got = observe_sse(stream);
-    assert_eq!(got.failures, vec![("server_error".into(), "The server had an error".into())]);
+    assert_eq!(
+        got.failures,
+        vec![("server_error".into(), "The server had an error".into())]
+    );
     assert_eq!(got.terminal, None);
 }
 
@@ -403,12 +495,16 @@ fn event_type_from_json_alone() {
 
 #[test]
 fn huge_events_over_the_cap_are_dropped() {
-    let mut stream = b"event: response.created\ndata: {\"response\":{\"model\":\"m\",\"pad\":\"".to_vec();
+    let mut stream =
+        b"event: response.created\ndata: {\"response\":{\"model\":\"m\",\"pad\":\"".to_vec();
     stream.resize(stream.len() + sse::DATA_CAP, b'a');
     stream.extend_from_slice(b"\"}}\n\n");
     stream.extend_from_slice(&fixtures::responses_stream(0));
     let chunks: Vec<&[u8]> = stream.chunks(64 * 1024).collect();
-    assert_eq!(observe(BodyKind::Sse, &chunks).model.as_deref(), Some(fixtures::MODEL));
+    assert_eq!(
+        observe(BodyKind::Sse, &chunks).model.as_deref(),
+        Some(fixtures::MODEL)
+    );
 
     let mut observer = Observer::new(BodyKind::Json);
     let body = fixtures::responses_json();
@@ -442,10 +538,19 @@ fn json_error_bodies() {
     let got = observe(BodyKind::Json, &[failed]);
     assert_eq!(
         got.terminal,
-        Some(Terminal::Failed { code: Some("server_is_overloaded".into()), message: Some("busy".into()) })
+        Some(Terminal::Failed {
+            code: Some("server_is_overloaded".into()),
+            message: Some("busy".into())
+        })
     );
-    assert_eq!(got.failures, vec![("server_is_overloaded".into(), "busy".into())]);
-    assert_eq!((got.error, got.usage, got.response_id.as_deref()), (None, None, Some("resp_9")));
+    assert_eq!(
+        got.failures,
+        vec![("server_is_overloaded".into(), "busy".into())]
+    );
+    assert_eq!(
+        (got.error, got.usage, got.response_id.as_deref()),
+        (None, None, Some("resp_9"))
+    );
 }
 
 #[test]
@@ -478,7 +583,11 @@ fn body_kind_from_content_type() {
         (None, Other),
     ];
     for (content_type, kind) in cases {
-        assert_eq!(BodyKind::from_content_type(content_type), kind, "{content_type:?}");
+        assert_eq!(
+            BodyKind::from_content_type(content_type),
+            kind,
+            "{content_type:?}"
+        );
     }
 }
 
@@ -490,7 +599,15 @@ data: {"response":{"incomplete_details":{"reason":"content_filter"},"usage":null
 
 "#;
     let got = observe_sse(stream);
-    assert_eq!((got.model.as_deref(), got.response_id.as_deref()), (Some("m"), Some("resp_2")));
-    assert_eq!(got.terminal, Some(Terminal::Incomplete { reason: Some("content_filter".into()) }));
+    assert_eq!(
+        (got.model.as_deref(), got.response_id.as_deref()),
+        (Some("m"), Some("resp_2"))
+    );
+    assert_eq!(
+        got.terminal,
+        Some(Terminal::Incomplete {
+            reason: Some("content_filter".into())
+        })
+    );
     assert_eq!(got.usage, None);
 }
