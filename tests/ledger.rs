@@ -176,3 +176,94 @@ async fn case_06_a_client_that_goes_away_cancels_the_upstream_and_is_recorded() 
     assert_eq!(r["usage"], serde_json::Value::Null, "never estimated");
     assert_eq!(r["model"], "gpt-5.4");
 }
+
+/// A JSON answer with `content-length`: hyper stops reading after its last byte,
+/// so the end is recorded on that byte (it was once recorded `client_cancelled`
+/// with no usage).
+#[tokio::test]
+async fn a_json_answer_of_known_length_is_completed_with_its_usage() {
+    let body = r#"{"id":"resp_k","object":"response","model":"gpt-5.4","output":[],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":2},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":22}}"#;
+    let up = FakeUpstream::start(move |_, _| {
+        Reply::json(200, body).header("content-length", &body.len().to_string())
+    })
+    .await;
+    let h = start(&up, Setup::default()).await;
+    let c = client();
+    for _ in 0..2 {
+        let (p, b) = send(&c, post(&format!("{}/v1/responses", h.base), "plan", BODY)).await;
+        assert_eq!(p.status, 200);
+        assert_eq!(b, body.as_bytes());
+    }
+    for r in &h.wait_records(2).await {
+        assert_eq!(r["outcome"], "completed", "{r}");
+        assert_eq!(r["model"], "gpt-5.4");
+        assert_eq!(
+            r["usage"],
+            serde_json::json!({"input": 10, "cached_input": 2, "output": 12, "reasoning": 0, "total": 22})
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_json_chat_answer_of_known_length_on_the_org_is_completed() {
+    let body = r#"{"id":"c","object":"chat.completion","model":"gpt-4.1","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}"#;
+    let up = FakeUpstream::start(move |_, _| {
+        Reply::json(200, body).header("content-length", &body.len().to_string())
+    })
+    .await;
+    let h = start(
+        &up,
+        Setup {
+            chatgpt: false,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let (p, b) = send(
+        &client(),
+        post(&format!("{}/v1/chat/completions", h.base), "s", BODY),
+    )
+    .await;
+    assert_eq!((p.status.as_u16(), &b[..]), (200, body.as_bytes()));
+    let r = &h.wait_records(1).await[0];
+    assert_eq!(r["outcome"], "completed", "{r}");
+    assert_eq!(
+        r["usage"],
+        serde_json::json!({"input": 12, "cached_input": 0, "output": 4, "reasoning": 0, "total": 16})
+    );
+}
+
+/// An event stream that ends cleanly but without `response.completed` (or
+/// another final event) is broken: the agent gets a closing `response.failed`
+/// and the ledger says `upstream_error`, never `completed`.
+#[tokio::test]
+async fn an_event_stream_without_its_final_event_is_an_upstream_error() {
+    let created = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"model\":\"gpt-5.4\"}}\n\n";
+    let up = FakeUpstream::start(move |_, n| {
+        let r = Reply::sse(vec![created.to_owned()]);
+        if n == 0 {
+            r
+        } else {
+            r.header("content-length", &created.len().to_string())
+        }
+    })
+    .await;
+    let h = start(&up, Setup::default()).await;
+    let c = client();
+    for _ in 0..2 {
+        let (p, b) = send(&c, post(&format!("{}/v1/responses", h.base), "s", BODY)).await;
+        assert_eq!(p.status, 200);
+        let text = String::from_utf8(b.to_vec()).unwrap();
+        let (head, tail) = text.split_at(created.len());
+        assert_eq!(head, created, "what the upstream sent passes unchanged");
+        assert!(
+            tail.starts_with("event: response.failed\ndata: ") && tail.ends_with("\n\n"),
+            "{tail}"
+        );
+        assert!(tail.contains("without a final event"), "{tail}");
+    }
+    for r in h.wait_records(2).await {
+        assert_eq!(r["outcome"], "upstream_error", "{r}");
+        assert_eq!(r["usage"], serde_json::Value::Null);
+    }
+}

@@ -140,6 +140,9 @@ pub struct StreamBody {
     /// A last frame to send before ending (the `response.failed` of an error).
     pending: Option<Bytes>,
     ended: bool,
+    /// The body's length when the upstream declared it, and what came so far.
+    expected: Option<u64>,
+    received: u64,
 }
 
 impl StreamBody {
@@ -150,7 +153,10 @@ impl StreamBody {
         idle_timeout: Duration,
         exchange: Exchange,
     ) -> Self {
+        let expected = inner.size_hint().exact();
         StreamBody {
+            expected,
+            received: 0,
             inner,
             observer: Observer::new(kind),
             event_stream,
@@ -167,6 +173,29 @@ impl StreamBody {
             ex.learn(&self.observer);
             ex.finish(outcome, self.observer.usage());
         }
+    }
+
+    /// The upstream's body is over. An event stream that ended without its
+    /// final event is broken (Codex retries it): it gets a `response.failed`
+    /// event to send last, and is recorded as an upstream error.
+    fn upstream_ended(&mut self) -> Option<Bytes> {
+        self.observer.finish();
+        self.ended = true;
+        if self.event_stream && self.observer.terminal().is_none() {
+            crate::telemetry::upstream_error("protocol");
+            let err = ApiError::upstream_unreachable(
+                "the upstream ended the event stream without a final event \
+                 (response.completed, response.failed or response.incomplete); retry the request",
+            );
+            if let Some(ex) = self.exchange.as_mut() {
+                ex.upstream_failed(&err);
+            }
+            self.finish(Outcome::UpstreamError);
+            return Some(err.sse_failed_event());
+        }
+        let outcome = self.outcome_of_terminal();
+        self.finish(outcome);
+        None
     }
 
     fn outcome_of_terminal(&self) -> Outcome {
@@ -216,6 +245,7 @@ impl Body for StreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let t = Instant::now();
+                    this.received += data.len() as u64;
                     let feed = this.observer.feed(data);
                     if let Some(deadline) =
                         tokio::time::Instant::now().checked_add(this.idle_timeout)
@@ -232,6 +262,11 @@ impl Body for StreamBody {
                         // The record is written before the agent can see the end.
                         let outcome = this.outcome_of_terminal();
                         this.finish(outcome);
+                    } else if this.expected == Some(this.received) || this.inner.is_end_stream() {
+                        // The last bytes of a body of known length: hyper stops
+                        // polling after them, so the end is recorded now, before
+                        // they are released.
+                        this.pending = this.upstream_ended();
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -242,13 +277,10 @@ impl Body for StreamBody {
                 let err = ApiError::upstream_unreachable(format!("the stream broke off: {text}"));
                 this.fail(err, Box::new(e))
             }
-            Poll::Ready(None) => {
-                this.observer.finish();
-                let outcome = this.outcome_of_terminal();
-                this.finish(outcome);
-                this.ended = true;
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => match this.upstream_ended() {
+                Some(last) => Poll::Ready(Some(Ok(Frame::data(last)))),
+                None => Poll::Ready(None),
+            },
             Poll::Pending => {
                 if this.idle.as_mut().poll(cx).is_ready() {
                     crate::telemetry::upstream_error("timeout");
