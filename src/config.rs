@@ -600,9 +600,33 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             )),
         );
     }
+    if r.server.allow_remote
+        && !listen.ip().is_loopback()
+        && r.server.client_token_file.trim().is_empty()
+    {
+        check(
+            "server.client_token_file",
+            Err(format!(
+                "must be set when server.allow_remote = true and server.listen ({listen}) is not loopback: \
+                 otherwise anyone who reaches {listen} spends the user's and the organization's credentials"
+            )),
+        );
+    }
+    if listen.port() != 0 && listen == admin_listen {
+        check(
+            "server.admin_listen",
+            Err(format!(
+                "{admin_listen} is also server.listen: give the admin listener its own port (default 7801)"
+            )),
+        );
+    }
     let max_request_body = field!(
         "server.max_request_body",
-        size(&r.server.max_request_body),
+        size(&r.server.max_request_body).and_then(|n| if n == 0 {
+            Err("must be more than 0 (e.g. \"32MiB\"): 0 would refuse every request body".into())
+        } else {
+            Ok(n)
+        }),
         0
     );
     let shutdown_grace = field!(
@@ -754,12 +778,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         LogFormat::Auto
     );
     let level = r.log.level.trim().to_owned();
-    check(
-        "log.level",
-        tracing_subscriber::EnvFilter::try_new(&level)
-            .map(|_| ())
-            .map_err(|e| format!("{level:?} is not a level or filter ({e}): use error, warn, info, debug or trace")),
-    );
+    check("log.level", check_log_level(&level));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -811,6 +830,22 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         raw,
         source: None,
     })
+}
+
+/// A level (`info`), or an `EnvFilter` list (`info,codex_sidecar::access=warn`).
+/// A bare word that is no level would be read as a target name and silence
+/// every other log line, so it is refused.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let hint = "use error, warn, info, debug or trace (or a filter such as \"info,codex_sidecar::access=warn\")";
+    for directive in level.split(',').map(str::trim) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} is not a log level: {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("{level:?} is not a level or filter ({e}): {hint}"))
 }
 
 fn nonzero(d: Result<Duration, String>) -> Result<Duration, String> {
@@ -956,6 +991,54 @@ mod tests {
         let f = file("[serverr]\n");
         let e = load(Some(f.path()), &env_of(&[]), &Overrides::default()).unwrap_err();
         assert!(e[0].contains("unknown section [serverr]"), "{e:?}");
+    }
+
+    fn problems(text: &str) -> String {
+        let f = file(text);
+        load(Some(f.path()), &env_of(&[]), &Overrides::default())
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.join("\n"))
+    }
+
+    #[test]
+    fn a_word_that_is_no_log_level_is_refused() {
+        // Such a word is a target name to EnvFilter and would silence every log line.
+        for bad in ["warning", "loud", "info,verbose"] {
+            let e = problems(&format!("[log]\nlevel = {bad:?}\n"));
+            assert!(e.starts_with("log.level: "), "{bad}: {e}");
+            assert!(e.contains("is not a log level"), "{bad}: {e}");
+        }
+        for good in ["warn", "WARN", "Info", "debug,hyper=info", "off"] {
+            assert_eq!(
+                problems(&format!("[log]\nlevel = {good:?}\n")),
+                "",
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_could_only_break_serving_are_refused() {
+        let e = problems("[server]\nmax_request_body = \"0\"\n");
+        assert!(
+            e.contains("server.max_request_body: must be more than 0"),
+            "{e}"
+        );
+        let e =
+            problems("[server]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"\n");
+        assert!(
+            e.contains("server.admin_listen: 127.0.0.1:9000 is also server.listen"),
+            "{e}"
+        );
+        let e = problems("[server]\nlisten = \"0.0.0.0:7800\"\nallow_remote = true\n");
+        assert!(
+            e.contains("server.client_token_file: must be set when server.allow_remote = true"),
+            "{e}"
+        );
+        assert_eq!(
+            problems("[server]\nlisten = \"0.0.0.0:7800\"\nallow_remote = true\nclient_token_file = \"/run/token\"\n"),
+            ""
+        );
     }
 
     #[test]
