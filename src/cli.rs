@@ -42,18 +42,22 @@ pub enum Command {
     },
     /// Show the running sidecar's state.
     Status {
-        /// Admin base URL.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7801")]
-        admin: String,
+        /// Admin base URL (default: from server.admin_listen of the config, http://127.0.0.1:7801).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
         /// Print the raw /status JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Exit 0 when the running sidecar's /healthz answers ok (container health checks).
     Health {
-        /// Admin base URL.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7801")]
-        admin: String,
+        /// Admin base URL (default: from server.admin_listen of the config, http://127.0.0.1:7801).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Read the billing ledger.
     Ledger {

@@ -22,6 +22,17 @@ pub fn load_config(file: Option<&Path>) -> Result<Config, Vec<String>> {
     config::load(file, &env_var, &Overrides::default())
 }
 
+/// The URL a local command reaches the admin listener at (an unspecified
+/// address such as 0.0.0.0 is reached on loopback).
+pub fn admin_url_of(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
 /// `codex-sidecar check`: prints the effective config, then every problem.
 pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
     let cfg = match load_config(file) {
@@ -68,12 +79,21 @@ pub fn check(file: Option<&Path>) -> (String, Vec<String>) {
             )),
         }
     }
+    if let Some(path) = &cfg.org.api_key_file {
+        if !path.exists() && problems.is_empty() {
+            problems.push(format!(
+                "org.api_key_file {}: does not exist; put the organization's API key there (mode 0600), or leave the key empty to use ${}",
+                path.display(),
+                cfg.org.api_key_env
+            ));
+        }
+    }
     if !matches!(store.chatgpt(), ChatgptStatus::Connected(_))
         && store.org().is_none()
         && problems.is_empty()
     {
-        out.push_str(&format!(
-            "warning: no usable credential yet; requests will get 503 no_credential. Looked at: {}\n",
+        problems.push(format!(
+            "no usable credential: requests would get 503 no_credential. Looked at: {}",
             store.describe_sources()
         ));
     }

@@ -5,11 +5,18 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use codex_sidecar::cli::{Cli, Command, LedgerCommand};
+use codex_sidecar::cli::{Cli, Command, ConfigArg, LedgerCommand};
 use codex_sidecar::commands;
 use codex_sidecar::config::{self, Overrides};
 
 fn main() -> ExitCode {
+    // An empty CODEX_SIDECAR_CONFIG (a template's blank) means "not set", as for
+    // every other variable, not "--config with no value". Done before any thread starts.
+    if std::env::var_os("CODEX_SIDECAR_CONFIG")
+        .is_some_and(|v| v.to_string_lossy().trim().is_empty())
+    {
+        std::env::remove_var("CODEX_SIDECAR_CONFIG");
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve {
@@ -35,7 +42,14 @@ fn main() -> ExitCode {
                 commands::PROBLEMS
             }
         }
-        Command::Status { admin, json } => block_on(async {
+        Command::Status {
+            admin,
+            json,
+            config,
+        } => block_on(async {
+            let Some(admin) = admin_url(admin, &config) else {
+                return commands::PROBLEMS;
+            };
             match commands::admin_get(&admin, "/status").await {
                 Ok((200, body)) => {
                     let text = if json {
@@ -59,7 +73,10 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Health { admin } => block_on(async {
+        Command::Health { admin, config } => block_on(async {
+            let Some(admin) = admin_url(admin, &config) else {
+                return commands::PROBLEMS;
+            };
             match commands::admin_get(&admin, "/healthz").await {
                 Ok((200, _)) => commands::OK,
                 Ok((s, _)) => {
@@ -75,6 +92,25 @@ fn main() -> ExitCode {
         Command::Ledger { command } => ledger(command),
     };
     ExitCode::from(code)
+}
+
+/// `--admin`, else the admin listener of the config (file, environment, defaults).
+fn admin_url(flag: Option<String>, config: &ConfigArg) -> Option<String> {
+    if let Some(url) = flag {
+        return Some(url);
+    }
+    match commands::load_config(config.config.as_deref()) {
+        Ok(c) => Some(commands::admin_url_of(c.server.admin_listen)),
+        Err(problems) => {
+            for p in problems {
+                eprintln!("problem: {p}");
+            }
+            eprintln!(
+                "cannot tell where the admin listener is: fix the config, or pass --admin URL"
+            );
+            None
+        }
+    }
 }
 
 fn block_on<F: std::future::Future<Output = u8>>(f: F) -> u8 {

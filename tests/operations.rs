@@ -78,6 +78,17 @@ async fn metrics_pass_promtool_and_carry_every_spec_metric() {
     }
     let (status, scrape) = get(format!("http://{}/metrics", p.admin)).await;
     assert_eq!(status, 200);
+    // Counters the alerts take increase() of exist at 0 before their first event.
+    for zero in [
+        "codex_sidecar_ledger_records_total{billing=\"org\"} 0",
+        "codex_sidecar_tokens_total{billing=\"org\",kind=\"reasoning\"} 0",
+        "codex_sidecar_requests_total{route=\"models\",billing=\"org\",status=\"5xx\"} 0",
+    ] {
+        assert!(
+            scrape.lines().any(|l| l == zero),
+            "missing {zero}:\n{scrape}"
+        );
+    }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -398,6 +409,28 @@ async fn status_and_health_commands() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["sessions"][0]["id"], "sess-1");
     assert_eq!(run_cli(&["health", "--admin", &admin], &[]).0, 0);
+    // Without --admin, the admin listener comes from the config: the file, or the
+    // environment (the container's HEALTHCHECK has only `codex-sidecar health`).
+    let moved = p.admin.to_string();
+    let (code, _, err) = run_cli(
+        &["health"],
+        &[("CODEX_SIDECAR_SERVER_ADMIN_LISTEN", &moved)],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cfg_moved = dir.path().join("moved.toml");
+    std::fs::write(&cfg_moved, format!("[server]\nadmin_listen = {moved:?}\n")).unwrap();
+    let (code, out, err) = run_cli(
+        &["status", "--json"],
+        &[("CODEX_SIDECAR_CONFIG", cfg_moved.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"sess-1\""), "{out}");
+    let unspecified = format!("0.0.0.0:{}", p.admin.port());
+    let (code, _, err) = run_cli(
+        &["health"],
+        &[("CODEX_SIDECAR_SERVER_ADMIN_LISTEN", &unspecified)],
+    );
+    assert_eq!(code, 0, "0.0.0.0 is reached on loopback: {err}");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -423,6 +456,32 @@ fn check_names_every_problem_and_prints_no_secret() {
     assert_eq!(code, 1);
     assert!(
         err.contains("server.listen") && err.contains("upstream.idle_timeout"),
+        "{err}"
+    );
+    // An empty CODEX_SIDECAR_CONFIG is "not set": the embedded defaults.
+    let (code, out, err) = run_cli(
+        &["check"],
+        &[("CODEX_SIDECAR_CONFIG", ""), ("OPENAI_API_KEY", "sk-env-x")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("listen = \"127.0.0.1:7800\""), "{out}");
+    let (code, _, err) = run_cli(&["check"], &[]);
+    assert_eq!(code, 1, "nothing usable is a problem");
+    assert!(
+        err.contains(
+            "problem: no usable credential: requests would get 503 no_credential. Looked at:"
+        ),
+        "{err}"
+    );
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(&missing, "[org]\napi_key_file = \"/nonexistent/org-key\"\n").unwrap();
+    let (code, _, err) = run_cli(
+        &["check", "--config", missing.to_str().unwrap()],
+        &[("OPENAI_API_KEY", "sk-env-x")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("org.api_key_file /nonexistent/org-key: does not exist"),
         "{err}"
     );
     let unknown = dir.path().join("unknown.toml");
