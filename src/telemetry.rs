@@ -139,6 +139,18 @@ fn describe() {
         ] {
             metrics::counter!("codex_sidecar_limit_events_total", "billing" => billing.as_str(), "kind" => kind).absolute(0);
         }
+        let b = billing.as_str();
+        metrics::counter!("codex_sidecar_ledger_records_total", "billing" => b).absolute(0);
+        for kind in ["input", "cached_input", "output", "reasoning"] {
+            metrics::counter!("codex_sidecar_tokens_total", "billing" => b, "kind" => kind)
+                .absolute(0);
+        }
+        for route in crate::ledger::Route::ALL {
+            for class in ["2xx", "4xx", "5xx"] {
+                metrics::counter!("codex_sidecar_requests_total", "route" => route.as_str(), "billing" => b, "status" => class)
+                    .absolute(0);
+            }
+        }
     }
 }
 

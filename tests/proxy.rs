@@ -775,3 +775,28 @@ async fn healthz_and_readyz_answer_on_the_admin_listener() {
         assert_eq!(p.status, 200, "{path}");
     }
 }
+
+/// HTTP/2 with prior knowledge (`curl --http2-prior-knowledge`) is served: its
+/// `:scheme`/`:authority` are not an absolute-form proxy target.
+#[tokio::test]
+async fn http2_prior_knowledge_clients_are_served() {
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let h = start(&up, Setup::default()).await;
+    let h2: TestClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let resp = h2
+        .request(post(&format!("{}/v1/responses", h.base), "s", BODY))
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-codex-sidecar-billing"], "chatgpt_plan");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("response.completed"));
+    assert_eq!(up.count(), 1);
+}

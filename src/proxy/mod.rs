@@ -36,11 +36,11 @@ const MAX_ERROR_BODY: usize = 1 << 20;
 /// Serves one request from the agent.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseBody> {
     let t0 = Instant::now();
-    // Not an open proxy: only origin-form targets on our own routes.
-    if req.method() == Method::CONNECT
-        || req.uri().scheme().is_some()
-        || req.uri().authority().is_some()
-    {
+    // Not an open proxy: only origin-form targets on our own routes. (HTTP/2
+    // always carries :scheme and :authority; only HTTP/1 has absolute-form.)
+    let absolute_form = req.version() < http::Version::HTTP_2
+        && (req.uri().scheme().is_some() || req.uri().authority().is_some());
+    if req.method() == Method::CONNECT || absolute_form {
         return plain_error(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",

@@ -25,16 +25,17 @@ const EVICT_ABOVE: usize = 4096;
 /// The session a request belongs to.
 pub fn session_id(h: &HeaderMap) -> String {
     for name in SESSION_HEADERS {
+        // Raw bytes: a value that is not visible ASCII is still this session's
+        // id (hashed), never a silent fall into the shared `default`.
         if let Some(v) = h
             .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
+            .map(|v| v.as_bytes().trim_ascii())
             .filter(|v| !v.is_empty())
         {
-            if v.len() <= MAX_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic()) {
-                return v.to_owned();
+            if v.len() <= MAX_ID_LEN && v.iter().all(|b| b.is_ascii_graphic()) {
+                return String::from_utf8_lossy(v).into_owned();
             }
-            let d = sha2::Sha256::digest(v.as_bytes());
+            let d = sha2::Sha256::digest(v);
             return format!(
                 "sha256:{}",
                 d.iter()
@@ -189,6 +190,16 @@ mod tests {
             HeaderValue::from_str(&"x".repeat(500)).unwrap(),
         );
         assert!(session_id(&h).starts_with("sha256:") && session_id(&h).len() == 39);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "session-id",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        let id = session_id(&h);
+        assert!(
+            id.starts_with("sha256:"),
+            "a non-ASCII id is hashed, not `default`: {id}"
+        );
     }
 
     #[test]
