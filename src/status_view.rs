@@ -14,9 +14,17 @@ pub fn human_span(secs: i64) -> String {
     }
 }
 
-fn hhmm_utc(unix: i64) -> String {
+/// "16:05 UTC" when `unix` falls on today's (UTC) date, else "2026-12-05 16:05 UTC".
+fn hhmm_utc(unix: i64, now: i64) -> String {
     let s = unix.rem_euclid(86_400);
-    format!("{:02}:{:02} UTC", s / 3600, (s % 3600) / 60)
+    let clock = format!("{:02}:{:02} UTC", s / 3600, (s % 3600) / 60);
+    if unix.div_euclid(86_400) == now.div_euclid(86_400) {
+        return clock;
+    }
+    match crate::time::rfc3339_from_unix(unix) {
+        Some(t) => format!("{} {clock}", &t[..10]),
+        None => clock,
+    }
 }
 
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -75,7 +83,7 @@ pub fn render(v: &Value, now: i64) -> String {
             line.push_str(&format!(
                 "  resets in {} (at {})",
                 human_span(until - now),
-                hhmm_utc(until)
+                hhmm_utc(until, now)
             ));
         }
         out.push_str(&line);
@@ -102,7 +110,7 @@ pub fn render(v: &Value, now: i64) -> String {
                 wl.push_str(&format!(
                     "  resets in {} (at {})",
                     human_span(r - now),
-                    hhmm_utc(r)
+                    hhmm_utc(r, now)
                 ));
             }
             out.push_str(&wl);
@@ -157,6 +165,13 @@ mod tests {
         assert_eq!(human_span(45), "45s");
         assert_eq!(human_span(-5), "0s");
         assert_eq!(human_span(90_000), "1d 1h");
+    }
+
+    #[test]
+    fn a_reset_on_another_day_carries_its_date() {
+        let now = 1_764_000_000; // 2025-11-24T16:00:00Z
+        assert_eq!(hhmm_utc(now + 300, now), "16:05 UTC");
+        assert_eq!(hhmm_utc(now + 90_000, now), "2025-11-25 17:00 UTC");
     }
 
     #[test]

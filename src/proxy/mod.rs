@@ -465,6 +465,13 @@ fn no_credential(app: &App) -> ApiError {
 
 /// The credential of a pinned session: a session never changes who pays.
 fn credential_for(app: &App, pin: &Pin, session: &str) -> Result<Target, ApiError> {
+    let target = credential_of_pin(app, pin, session)?;
+    // The session is usable again (say, its account came back): /status follows.
+    app.sessions.set_state(session, "active");
+    Ok(target)
+}
+
+fn credential_of_pin(app: &App, pin: &Pin, session: &str) -> Result<Target, ApiError> {
     match pin.billing {
         Billing::Org => app
             .creds
