@@ -55,6 +55,17 @@ pub enum Command {
         #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7801")]
         admin: String,
     },
+    /// Connect a ChatGPT account: device-code sign-in, writes the ChatGPT credential file.
+    Login {
+        /// Sign in with a code typed into a browser (the only method).
+        #[arg(long, required = true)]
+        device: bool,
+        /// Where to write the credential (default: chatgpt.auth_file of the config).
+        #[arg(long, value_name = "F")]
+        auth_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Read the billing ledger.
     Ledger {
         #[command(subcommand)]

@@ -635,6 +635,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     );
     for (key, base) in [
         ("chatgpt.base_url", &chatgpt_base),
+        ("chatgpt.auth_url", &auth_url),
         ("org.base_url", &org_base),
     ] {
         if base.scheme == http::uri::Scheme::HTTP && !base.is_loopback() {

@@ -3,17 +3,24 @@
 //!
 //! Files are re-read by [`CredentialStore::reload`] (called at start, by the
 //! watcher and on SIGHUP); a file caught half-written keeps the last good
-//! credential for [`SETTLE`] before it is reported invalid.
+//! credential for [`SETTLE`] before it is reported invalid. Refreshed tokens
+//! that could not be written back, and tokens that failed for good, are
+//! remembered so the next poll of the unchanged file does not undo them.
 
 pub mod auth_file;
+pub mod auth_http;
+pub mod device;
 pub mod files;
+pub mod persist;
+pub mod refresh;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::config::Config;
 use crate::ledger::AccountHash;
@@ -90,6 +97,9 @@ pub struct CredentialView {
     pub account: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expires_at: Option<String>,
+    /// Set while token refreshes fail and are being retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_problem: Option<String>,
 }
 
 /// Where credentials are looked for.
@@ -129,6 +139,20 @@ pub struct CredentialChange {
     pub at: String,
 }
 
+/// Tokens of the file that the sidecar knows better than the file: the
+/// refresh token they hold was spent (rotated in memory only, the file being
+/// read-only) or failed for good. Keyed by a digest of that refresh token.
+struct Superseded {
+    file_tokens: [u8; 32],
+    state: ChatgptStatus,
+}
+
+/// A digest naming a set of tokens by their refresh token (else access token).
+fn token_digest(t: &ChatgptTokens) -> [u8; 32] {
+    let key = t.refresh_token.as_ref().unwrap_or(&t.access_token);
+    sha2::Sha256::digest(key.expose().as_bytes()).into()
+}
+
 /// The current credentials of both sources.
 pub struct CredentialStore {
     sources: RwLock<Sources>,
@@ -136,6 +160,10 @@ pub struct CredentialStore {
     changes: tokio::sync::broadcast::Sender<CredentialChange>,
     chatgpt: RwLock<Slot<ChatgptStatus>>,
     org: RwLock<Slot<OrgStatus>>,
+    /// Held while the file is read and applied, and while refreshed tokens are
+    /// written and installed, so a poll never installs tokens a refresh just spent.
+    superseded: Mutex<Option<Superseded>>,
+    refresh_problem: RwLock<Option<String>>,
 }
 
 impl CredentialStore {
@@ -154,6 +182,8 @@ impl CredentialStore {
                 current: OrgStatus::Missing,
                 bad_since: None,
             }),
+            superseded: Mutex::new(None),
+            refresh_problem: RwLock::new(None),
         };
         store.load_at(None);
         store
@@ -214,7 +244,16 @@ impl CredentialStore {
 
     fn load_at(&self, now: Option<Instant>) {
         let src = self.sources();
-        let chatgpt = load_chatgpt(&src);
+        let mut superseded = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut chatgpt = load_chatgpt(&src);
+        match (&chatgpt, superseded.as_ref()) {
+            (ChatgptStatus::Connected(c), Some(s)) if token_digest(&c.tokens) == s.file_tokens => {
+                chatgpt = s.state.clone();
+            }
+            // A half-written file keeps what is known through the settle time.
+            (ChatgptStatus::Invalid(_), _) => {}
+            _ => *superseded = None,
+        }
         update(
             &self.chatgpt,
             chatgpt,
@@ -222,6 +261,7 @@ impl CredentialStore {
             |s| matches!(s, ChatgptStatus::Connected(_)),
             |s| matches!(s, ChatgptStatus::Invalid(_)),
         );
+        drop(superseded);
         let org = load_org(&src, &*self.env);
         update(
             &self.org,
@@ -245,23 +285,75 @@ impl CredentialStore {
         }
     }
 
-    /// Marks the ChatGPT account as needing a reconnect (refresh failed for good).
-    pub fn mark_needs_reconnect(&self) {
+    /// Marks the ChatGPT account as needing a reconnect (its refresh failed
+    /// for good). It stays so until the file holds other tokens.
+    pub fn mark_needs_reconnect(&self, failed: &ChatgptCred) {
         let before = self.views();
-        if let Ok(mut s) = self.chatgpt.write() {
-            s.current = ChatgptStatus::NeedsReconnect;
+        {
+            let mut sup = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+            let still_current = matches!(&read(&self.chatgpt).current,
+                ChatgptStatus::Connected(c) if c.tokens.access_token == failed.tokens.access_token);
+            if !still_current {
+                return;
+            }
+            *sup = Some(Superseded {
+                file_tokens: token_digest(&failed.tokens),
+                state: ChatgptStatus::NeedsReconnect,
+            });
+            if let Ok(mut s) = self.chatgpt.write() {
+                s.current = ChatgptStatus::NeedsReconnect;
+                s.bad_since = None;
+            }
         }
+        self.set_refresh_problem(None);
         self.announce(before);
     }
 
-    /// Installs refreshed tokens (kept in memory; persisting is the refresher's job).
-    pub fn set_chatgpt_tokens(&self, tokens: ChatgptTokens) -> Result<(), String> {
-        let cred = chatgpt_cred(tokens)?;
+    /// Installs refreshed tokens in place of `old`, which must still be the
+    /// current credential (a disconnect during the refresh wins). `persist`
+    /// writes them to the file first; when it says the file was left alone
+    /// (read-only), the tokens are kept in memory over the unchanged file.
+    pub fn install_refreshed(
+        &self,
+        old: &ChatgptCred,
+        tokens: ChatgptTokens,
+        persist: impl FnOnce(&ChatgptTokens) -> Result<Persisted, String>,
+    ) -> Result<Persisted, String> {
+        let mut sup = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        let still_current = matches!(&read(&self.chatgpt).current,
+            ChatgptStatus::Connected(c) if c.tokens.access_token == old.tokens.access_token);
+        if !still_current {
+            return Err(
+                "the ChatGPT account was disconnected or replaced during the refresh".into(),
+            );
+        }
+        let cred = Arc::new(chatgpt_cred(tokens)?);
+        let persisted = persist(&cred.tokens)?;
+        let state = ChatgptStatus::Connected(cred);
+        *sup = match persisted {
+            Persisted::Written => None,
+            Persisted::InMemory => Some(Superseded {
+                // The file still holds the old tokens, or what an earlier
+                // in-memory refresh superseded.
+                file_tokens: match sup.take() {
+                    Some(s) => s.file_tokens,
+                    None => token_digest(&old.tokens),
+                },
+                state: state.clone(),
+            }),
+        };
         if let Ok(mut s) = self.chatgpt.write() {
-            s.current = ChatgptStatus::Connected(Arc::new(cred));
+            s.current = state;
             s.bad_since = None;
         }
-        Ok(())
+        Ok(persisted)
+    }
+
+    /// What `/status` says about failing refreshes (never a secret).
+    pub fn set_refresh_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.refresh_problem.write() {
+            *p = problem;
+        }
     }
 
     /// For `no_credential`: every place that was looked at, and what was found.
@@ -312,6 +404,7 @@ impl CredentialStore {
             plan_type: None,
             account: None,
             token_expires_at: None,
+            refresh_problem: None,
         };
         match &chatgpt {
             ChatgptStatus::Connected(cred) => {
@@ -321,6 +414,7 @@ impl CredentialStore {
                     .tokens
                     .expires_at
                     .and_then(crate::time::rfc3339_from_unix);
+                c.refresh_problem = read(&self.refresh_problem).clone();
             }
             ChatgptStatus::Disabled => {
                 c.detail = Some("disabled by the organization (chatgpt.enabled = false)".into())
@@ -343,9 +437,19 @@ impl CredentialStore {
             plan_type: None,
             account: None,
             token_expires_at: None,
+            refresh_problem: None,
         };
         vec![c, o]
     }
+}
+
+/// Where refreshed tokens went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persisted {
+    /// Written to `chatgpt.auth_file`.
+    Written,
+    /// The file is read-only: kept in memory only.
+    InMemory,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

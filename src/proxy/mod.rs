@@ -262,6 +262,10 @@ async fn forward(
     headers::to_agent(&mut parts.headers);
 
     if !status.is_success() {
+        if let (StatusCode::UNAUTHORIZED, Target::Chatgpt(cred)) = (status, target) {
+            // Renew before answering, so the agent's own retry carries the new token.
+            app.refresher.after_unauthorized(&app.creds, cred).await;
+        }
         return upstream_error_answer(app, ex, key, parts, body).await;
     }
     // One observation per upstream response: error answers are observed with their body.
