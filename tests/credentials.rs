@@ -564,3 +564,389 @@ async fn a_read_only_file_keeps_rotated_tokens_in_memory() {
     assert_eq!(status_of(&h).await["credentials"][0]["state"], "connected");
     assert_eq!(std::fs::read(&h.auth_file).unwrap(), file_before);
 }
+
+/// A config for `login --device` against the fake auth server.
+fn login_config(
+    dir: &std::path::Path,
+    auth: &FakeAuth,
+    auth_file: &std::path::Path,
+) -> std::path::PathBuf {
+    let bundle = ca_bundle(dir, &[&auth.server.ca_file]);
+    let path = dir.join("login.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[chatgpt]\nauth_url = {:?}\nauth_file = {:?}\n[upstream]\nca_file = {:?}\n",
+            auth.url(),
+            auth_file.display().to_string(),
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn device_login(
+    auth: &FakeAuth,
+    dir: &std::path::Path,
+    give_up_after: Duration,
+) -> (
+    Result<codex_sidecar::credentials::device::LoggedIn, String>,
+    String,
+    std::path::PathBuf,
+) {
+    let auth_file = dir.join("codex").join("auth.json");
+    let cfg_path = login_config(dir, auth, &auth_file);
+    let cfg = codex_sidecar::config::load(Some(&cfg_path), &|_| None, &Default::default()).unwrap();
+    let http = codex_sidecar::credentials::auth_http::AuthClient::new(&cfg).unwrap();
+    let mut out = Vec::new();
+    let r = codex_sidecar::credentials::device::DeviceLogin {
+        http: &http,
+        client_id: &cfg.chatgpt.client_id,
+        auth_file: &auth_file,
+        give_up_after,
+    }
+    .run(&mut out)
+    .await;
+    (r, String::from_utf8(out).unwrap(), auth_file)
+}
+
+#[tokio::test]
+async fn device_login_for_a_slow_user_writes_the_auth_file() {
+    let auth = FakeAuth::start().await;
+    {
+        let mut st = auth.state.lock().unwrap();
+        st.device_pending = 4;
+        st.device_interval = "0".into();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (r, out, file) = device_login(&auth, dir.path(), Duration::from_secs(60)).await;
+    let done = r.unwrap();
+    assert_eq!(done.plan_type.as_deref(), Some("plus"));
+    assert!(
+        out.contains(&format!("{}/codex/device", auth.url())),
+        "{out}"
+    );
+    assert!(out.contains(USER_CODE), "{out}");
+    assert_eq!(
+        json(&auth.requests_to("/api/accounts/deviceauth/usercode")[0].body),
+        serde_json::json!({"client_id": "app_EMoamEEZ73f0CkXaXp7hrann"})
+    );
+    // Four pending polls (403 and 404), then the grant; one code exchange.
+    assert_eq!(auth.requests_to("/api/accounts/deviceauth/token").len(), 5);
+    let exchange = auth.requests_to("/oauth/token");
+    assert_eq!(exchange.len(), 1);
+    assert_eq!(
+        exchange[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let f = file_tokens(&file);
+    let device_access = auth.state.lock().unwrap().device_access.clone();
+    assert_eq!(
+        f,
+        serde_json::json!({"auth_mode": "chatgpt", "OPENAI_API_KEY": null,
+            "tokens": {"id_token": id_token(ACCOUNT_ID, "plus"), "access_token": device_access,
+                "refresh_token": "rt-device-77aa88bb", "account_id": ACCOUNT_ID},
+            "last_refresh": f["last_refresh"].clone()})
+    );
+    assert!(f["last_refresh"].as_str().unwrap().starts_with("20"));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The file is one the sidecar accepts.
+    let text =
+        codex_sidecar::credentials::files::read_secret_file("chatgpt.auth_file", &file).unwrap();
+    assert!(codex_sidecar::credentials::auth_file::parse(text.expose()).is_ok());
+    assert!(
+        !out.contains(&device_access) && !out.contains(ACCOUNT_ID),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn device_login_denied_expired_or_never_finished_says_so_and_writes_nothing() {
+    for (end, give_up, want) in [
+        (DeviceEnd::Deny, 60, "denied in the browser"),
+        (DeviceEnd::Expire, 60, "code expired"),
+        (DeviceEnd::Never, 2, "not finished within"),
+    ] {
+        let auth = FakeAuth::start().await;
+        {
+            let mut st = auth.state.lock().unwrap();
+            st.device_pending = 2;
+            st.device_interval = "1".into();
+            st.device_end = end.clone();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let (r, _, file) = device_login(&auth, dir.path(), Duration::from_secs(give_up)).await;
+        let e = r.unwrap_err();
+        assert!(
+            e.contains(want) && e.contains("login --device again"),
+            "{end:?}: {e}"
+        );
+        assert!(!file.exists(), "{end:?}");
+        assert!(auth.requests_to("/oauth/token").is_empty());
+        // Polls follow the server's interval ("1" second).
+        assert!(
+            t.elapsed() >= Duration::from_millis(1900),
+            "{end:?} {:?}",
+            t.elapsed()
+        );
+        if end == DeviceEnd::Never {
+            assert!(t.elapsed() < Duration::from_secs(4), "gives up on time");
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_device_command_connects_a_running_sidecar_without_a_restart() {
+    let auth = FakeAuth::start().await;
+    auth.state.lock().unwrap().device_pending = 1;
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(
+        &up,
+        Setup {
+            chatgpt: false,
+            extra: auth.extra(dir.path(), &up),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let c = client();
+    let (p, _) = send(&c, post_req(&h, "before")).await;
+    assert_eq!(p.headers["x-codex-sidecar-billing"], "org");
+    // --auth-file defaults to chatgpt.auth_file of the config.
+    let cfg = login_config(dir.path(), &auth, &h.auth_file);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex-sidecar"))
+        .args(["login", "--device", "--config"])
+        .arg(&cfg)
+        .env_remove("CODEX_SIDECAR_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(USER_CODE) && stdout.contains("/codex/device"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&h.auth_file.display().to_string()),
+        "{stdout}"
+    );
+    // The file poll connects the account: a new session goes to the plan.
+    let device_access = auth.state.lock().unwrap().device_access.clone();
+    let mut billing = String::new();
+    for i in 0..40 {
+        let (p, _) = send(&c, post_req(&h, &format!("after-{i}"))).await;
+        billing = p.headers["x-codex-sidecar-billing"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if billing == "chatgpt_plan" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(billing, "chatgpt_plan");
+    assert_eq!(
+        up.requests()
+            .last()
+            .unwrap()
+            .header("authorization")
+            .unwrap(),
+        format!("Bearer {device_access}")
+    );
+    // The earlier session stays on the org.
+    let (p, _) = send(&c, post_req(&h, "before")).await;
+    assert_eq!(p.headers["x-codex-sidecar-billing"], "org");
+    // Without --device the command says how to call it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_codex-sidecar"))
+        .args(["login"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--device"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_credential_file_swapped_under_load_never_fails_a_request() {
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let h = start(&up, Setup::default()).await;
+    let tokens: Vec<String> = (0..6).map(|i| access_token(&format!("swap-{i}"))).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The writer: atomic replacements and in-place rewrites (truncate, half,
+    // pause, rest), so polls catch empty and partial files.
+    let writer = {
+        let (path, tokens, stop) = (h.auth_file.clone(), tokens.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut k = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = &tokens[k % tokens.len()];
+                if k % 2 == 0 {
+                    write_auth(&path, t, INITIAL_REFRESH);
+                } else {
+                    let text = serde_json::json!({"auth_mode": "chatgpt", "tokens": {"access_token": t,
+                        "refresh_token": INITIAL_REFRESH, "account_id": ACCOUNT_ID, "id_token": id_token(ACCOUNT_ID, "plus")}})
+                    .to_string();
+                    let (a, b) = text.split_at(text.len() / 2);
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .open(&path)
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    f.write_all(a.as_bytes()).unwrap();
+                    f.flush().unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    f.write_all(b.as_bytes()).unwrap();
+                }
+                k += 1;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            k
+        })
+    };
+    // Reloads far more often than the 1 s poll, to hit every half-written state.
+    let reloader = {
+        let (app, stop) = (h.sidecar.app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                app.creds.reload();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            n
+        })
+    };
+    let c = client();
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (c, base, stop) = (c.clone(), responses(&h), stop.clone());
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                let mut s = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let session = format!("w{w}-s{s}");
+                    for _ in 0..3 {
+                        let (p, _) = send(&c, post(&base, &session, BODY)).await;
+                        results.push((
+                            session.clone(),
+                            p.status.as_u16(),
+                            p.headers["x-codex-sidecar-billing"]
+                                .to_str()
+                                .unwrap()
+                                .to_owned(),
+                        ));
+                    }
+                    s += 1;
+                }
+                results
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = writer.await.unwrap();
+    let reloads = reloader.await.unwrap();
+    let mut results = Vec::new();
+    for w in workers {
+        results.extend(w.await.unwrap());
+    }
+    assert!(
+        swaps >= 20 && reloads >= 200,
+        "swaps {swaps}, reloads {reloads}"
+    );
+    assert!(results.len() >= 60, "only {} requests", results.len());
+    let failed: Vec<_> = results.iter().filter(|r| r.1 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        results.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(results.iter().all(|r| r.2 == "chatgpt_plan"));
+    // Never an empty or partial token: each one sent is a whole planted token.
+    let mut valid: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+    valid.push(format!("Bearer {}", h.access));
+    for s in up.requests() {
+        let a = s.header("authorization").unwrap();
+        assert!(
+            valid.iter().any(|v| v == a),
+            "a partial or unknown token went out"
+        );
+        assert_eq!(s.header("chatgpt-account-id"), Some(ACCOUNT_ID));
+    }
+    // Every record is billed to the plan account its session started on.
+    let recs = h.wait_records(results.len()).await;
+    let account = codex_sidecar::ledger::AccountHash::of(ACCOUNT_ID);
+    for r in &recs {
+        assert_eq!(r["billing"], "chatgpt_plan");
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["account"], account.as_str());
+    }
+    eprintln!(
+        "{} requests over {swaps} file swaps and {reloads} reloads",
+        results.len()
+    );
+}
+
+#[tokio::test]
+async fn loose_file_permissions_are_refused_then_fixed_without_a_restart() {
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let h = start(&up, Setup::default()).await;
+    let c = client();
+    let (p, _) = send(&c, post_req(&h, "pinned")).await;
+    assert_eq!(p.headers["x-codex-sidecar-billing"], "chatgpt_plan");
+    std::fs::set_permissions(&h.auth_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&h.org_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    h.sidecar.app.creds.reload();
+    // A good credential is kept through the settle time, then refused.
+    let (p, _) = send(&c, post_req(&h, "pinned")).await;
+    assert_eq!(p.status, 200);
+    tokio::time::sleep(codex_sidecar::credentials::SETTLE + Duration::from_millis(100)).await;
+    h.sidecar.app.creds.reload();
+    let st = status_of(&h).await;
+    let auth = h.auth_file.display().to_string();
+    let org = h.org_file.display().to_string();
+    assert_eq!(st["credentials"][0]["state"], "invalid");
+    assert_eq!(st["credentials"][1]["state"], "invalid");
+    let d0 = st["credentials"][0]["detail"].as_str().unwrap();
+    let d1 = st["credentials"][1]["detail"].as_str().unwrap();
+    assert!(
+        d0.contains("mode 0644") && d0.contains(&format!("chmod 600 {auth}")),
+        "{d0}"
+    );
+    assert!(
+        d1.contains("mode 0640") && d1.contains(&format!("chmod 600 {org}")),
+        "{d1}"
+    );
+    let (p, b) = send(&c, post_req(&h, "pinned")).await;
+    assert_eq!(p.status, 401);
+    assert_eq!(json(&b)["error"]["type"], "chatgpt_disconnected");
+    let (p, b) = send(&c, post_req(&h, "new")).await;
+    assert_eq!(p.status, 503);
+    let m = json(&b)["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        m.contains(&format!("chmod 600 {auth}")) && m.contains(&format!("chmod 600 {org}")),
+        "{m}"
+    );
+    assert!(!m.contains(&h.access) && !m.contains(ORG_KEY));
+    // Fixing the modes is picked up by the next reload.
+    std::fs::set_permissions(&h.auth_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&h.org_file, std::fs::Permissions::from_mode(0o400)).unwrap();
+    h.sidecar.app.creds.reload();
+    let st = status_of(&h).await;
+    assert_eq!(st["credentials"][0]["state"], "connected");
+    assert_eq!(st["credentials"][1]["state"], "connected");
+    let (p, _) = send(&c, post_req(&h, "new")).await;
+    assert_eq!(p.headers["x-codex-sidecar-billing"], "chatgpt_plan");
+}
