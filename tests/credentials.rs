@@ -1330,3 +1330,93 @@ async fn case_12_no_secret_appears_in_any_output() {
         secrets.len()
     );
 }
+
+#[tokio::test]
+async fn the_org_key_file_is_watched_too() {
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let h = start(
+        &up,
+        Setup {
+            chatgpt: false,
+            org: false,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let c = client();
+    let (p, _) = send(&c, post_req(&h, "a")).await;
+    assert_eq!(p.status, 503);
+    // The key file appears: the 1 s poll picks it up without a restart.
+    write_secret(&h.org_file, &format!("{ORG_KEY}\n"));
+    let mut status = 0;
+    for _ in 0..150 {
+        let (p, _) = send(&c, post_req(&h, "a")).await;
+        status = p.status.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.requests()
+            .last()
+            .unwrap()
+            .header("authorization")
+            .unwrap(),
+        format!("Bearer {ORG_KEY}")
+    );
+    // A rotated key is used from the next poll on, by the same session.
+    let rotated = "sk-org-rotated-0f0e0d0c0b0a";
+    write_secret(&h.org_file, rotated);
+    let mut sent = String::new();
+    for _ in 0..150 {
+        let (p, _) = send(&c, post_req(&h, "a")).await;
+        assert_eq!(p.status, 200);
+        sent = up
+            .requests()
+            .last()
+            .unwrap()
+            .header("authorization")
+            .unwrap()
+            .to_owned();
+        if sent.ends_with(rotated) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sent, format!("Bearer {rotated}"));
+}
+
+#[tokio::test]
+async fn an_agent_that_goes_away_does_not_cancel_the_refresh_it_started() {
+    let auth = FakeAuth::start().await;
+    auth.state.lock().unwrap().refresh_delay = Duration::from_millis(600);
+    let up = FakeUpstream::start(strict_upstream(
+        auth.state.clone(),
+        Arc::new(Mutex::new(Vec::new())),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(
+        &up,
+        Setup {
+            extra: auth.extra(dir.path(), &up),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let c = client();
+    // The agent gives up while the refresh is on the wire.
+    let gone = tokio::time::timeout(Duration::from_millis(200), send(&c, post_req(&h, "s"))).await;
+    assert!(gone.is_err());
+    wait_until("the refresh to land", Duration::from_secs(3), || {
+        auth.last_issued()
+            .is_some_and(|t| file_tokens(&h.auth_file)["tokens"]["access_token"] == t.as_str())
+    })
+    .await;
+    assert_eq!(auth.refresh_posts().len(), 1);
+    let (p, _) = send(&c, post_req(&h, "s")).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(status_of(&h).await["credentials"][0]["state"], "connected");
+}

@@ -21,6 +21,9 @@ pub const PROACTIVE_MARGIN: Duration = Duration::from_secs(300);
 const MIN_PROACTIVE_GAP: Duration = Duration::from_secs(30);
 /// After a 401, the file is reloaded and refreshed at most this often.
 const MIN_UNAUTHORIZED_GAP: Duration = Duration::from_secs(10);
+/// The longest an agent's 401 answer waits for the refresh it started (the
+/// refresh itself goes on; the agent's retry then finds its result).
+pub const MAX_WAIT_ON_401: Duration = Duration::from_secs(30);
 /// Backoff after failed attempts: 1 s, 2 s, 4 s … up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -157,6 +160,8 @@ impl Refresher {
     ) -> Outcome {
         let Some(refresh_token) = cred.tokens.refresh_token.as_ref() else {
             flight.wanted = false;
+            // Said once a minute, not on every poll.
+            flight.next_attempt = Some(Instant::now() + MAX_BACKOFF);
             tracing::warn!(
                 reason = reason.as_str(),
                 "the ChatGPT access token needs renewing but the credential file has no refresh_token; reconnect the account"
