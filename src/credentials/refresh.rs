@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use tokio::sync::Mutex;
 
 use super::auth_file::{jwt_payload, ChatgptTokens};
@@ -66,12 +67,35 @@ pub enum Outcome {
 
 #[derive(Default)]
 struct Flight {
+    /// The access token (digest) this state is about: a credential that
+    /// changed from outside (a reconnect, another tool) starts afresh.
+    for_token: Option<[u8; 32]>,
     failures: u32,
     next_attempt: Option<Instant>,
     /// A refresh still owed after a failed 401 recovery.
     wanted: bool,
     last_ok: Option<Instant>,
     last_unauthorized: Option<Instant>,
+}
+
+fn digest(cred: &ChatgptCred) -> [u8; 32] {
+    sha2::Sha256::digest(cred.tokens.access_token.expose().as_bytes()).into()
+}
+
+impl Flight {
+    /// Forgets failures, backoff and owed refreshes of another credential.
+    fn follow(&mut self, creds: &CredentialStore, cred: &ChatgptCred) {
+        let d = digest(cred);
+        if self.for_token != Some(d) {
+            if self.for_token.is_some() {
+                creds.set_refresh_problem(None);
+            }
+            *self = Flight {
+                for_token: Some(d),
+                ..Flight::default()
+            };
+        }
+    }
 }
 
 /// The single-flight refresher.
@@ -97,6 +121,7 @@ impl Refresher {
             return Outcome::Skipped;
         };
         let mut flight = self.flight.lock().await;
+        flight.follow(creds, &cred);
         if flight.next_attempt.is_some_and(|t| Instant::now() < t) {
             return Outcome::Skipped;
         }
@@ -140,6 +165,7 @@ impl Refresher {
             tracing::info!("the ChatGPT credential file changed since the 401: using it");
             return Outcome::Skipped;
         }
+        flight.follow(creds, &cred);
         if flight
             .last_unauthorized
             .is_some_and(|t| t.elapsed() < MIN_UNAUTHORIZED_GAP)
@@ -196,6 +222,10 @@ impl Refresher {
                 metrics::counter!("codex_sidecar_credential_refresh_total", "outcome" => "ok")
                     .increment(1);
                 *flight = Flight {
+                    for_token: match creds.chatgpt() {
+                        ChatgptStatus::Connected(c) => Some(digest(&c)),
+                        _ => None,
+                    },
                     last_ok: Some(Instant::now()),
                     last_unauthorized: flight.last_unauthorized,
                     ..Flight::default()
