@@ -83,6 +83,23 @@ fn digest(cred: &ChatgptCred) -> [u8; 32] {
 }
 
 impl Flight {
+    /// Whether a poll at `now` (wall clock `unix_now`) should refresh a token
+    /// expiring at `expires_at`, and why.
+    fn due(&self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Option<Reason> {
+        if self.next_attempt.is_some_and(|t| now < t) {
+            return None;
+        }
+        if self.wanted {
+            return Some(Reason::UnauthorizedRecovery);
+        }
+        let near =
+            expires_at.is_some_and(|exp| exp - unix_now <= PROACTIVE_MARGIN.as_secs() as i64);
+        let rested = self
+            .last_ok
+            .is_none_or(|t| now.saturating_duration_since(t) >= MIN_PROACTIVE_GAP);
+        (near && rested).then_some(Reason::ProactiveExpiry)
+    }
+
     /// Forgets failures, backoff and owed refreshes of another credential.
     fn follow(&mut self, creds: &CredentialStore, cred: &ChatgptCred) {
         let d = digest(cred);
@@ -122,20 +139,11 @@ impl Refresher {
         };
         let mut flight = self.flight.lock().await;
         flight.follow(creds, &cred);
-        if flight.next_attempt.is_some_and(|t| Instant::now() < t) {
-            return Outcome::Skipped;
-        }
-        let due =
-            cred.tokens.expires_at.is_some_and(|exp| {
-                exp - crate::time::unix_now() <= PROACTIVE_MARGIN.as_secs() as i64
-            }) && flight
-                .last_ok
-                .is_none_or(|t| t.elapsed() >= MIN_PROACTIVE_GAP);
-        let reason = if flight.wanted {
-            Reason::UnauthorizedRecovery
-        } else if due {
-            Reason::ProactiveExpiry
-        } else {
+        let Some(reason) = flight.due(
+            Instant::now(),
+            cred.tokens.expires_at,
+            crate::time::unix_now(),
+        ) else {
             return Outcome::Skipped;
         };
         self.attempt(&mut flight, creds, &cred, reason).await
@@ -442,6 +450,50 @@ mod tests {
         assert_eq!(n.expires_at, Some(100));
         assert!(merge(&old(), &answer(serde_json::json!({"token_type": "bearer"}))).is_none());
         assert!(merge(&old(), &answer(serde_json::json!([1]))).is_none());
+    }
+
+    #[test]
+    fn a_poll_refreshes_inside_the_margin_after_backoff_and_rest() {
+        let t0 = Instant::now();
+        let f = Flight::default();
+        let now = 1_000_000;
+        assert_eq!(f.due(t0, Some(now + 3600), now), None);
+        assert_eq!(f.due(t0, None, now), None, "no exp: only a 401 refreshes");
+        assert_eq!(f.due(t0, Some(now + 301), now), None);
+        assert_eq!(
+            f.due(t0, Some(now + 300), now),
+            Some(Reason::ProactiveExpiry)
+        );
+        assert_eq!(
+            f.due(t0, Some(now - 10), now),
+            Some(Reason::ProactiveExpiry)
+        );
+        let backing_off = Flight {
+            next_attempt: Some(t0 + Duration::from_secs(4)),
+            wanted: true,
+            ..Flight::default()
+        };
+        assert_eq!(
+            backing_off.due(t0 + Duration::from_secs(3), Some(now), now),
+            None
+        );
+        assert_eq!(
+            backing_off.due(t0 + Duration::from_secs(4), Some(now + 3600), now),
+            Some(Reason::UnauthorizedRecovery),
+            "a failed 401 recovery is owed whatever the expiry"
+        );
+        let just_refreshed = Flight {
+            last_ok: Some(t0),
+            ..Flight::default()
+        };
+        assert_eq!(
+            just_refreshed.due(t0 + Duration::from_secs(29), Some(now + 60), now),
+            None
+        );
+        assert_eq!(
+            just_refreshed.due(t0 + MIN_PROACTIVE_GAP, Some(now + 60), now),
+            Some(Reason::ProactiveExpiry)
+        );
     }
 
     #[test]
