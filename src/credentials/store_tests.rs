@@ -115,3 +115,29 @@ fn a_disconnect_during_a_refresh_wins() {
     assert_eq!(s.chatgpt().state_name(), "disconnected");
     assert!(!p.exists());
 }
+
+#[test]
+fn a_half_written_file_keeps_the_last_good_token_through_the_settle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("auth.json");
+    write(&p, "at-1", "rt-1");
+    let s = store(&p);
+    let text = std::fs::read_to_string(&p).unwrap();
+    for partial in ["", &text[..text.len() / 2]] {
+        std::fs::write(&p, partial).unwrap();
+        let t0 = std::time::Instant::now();
+        s.reload_at(Some(t0));
+        assert_eq!(access(&s), "at-1");
+        s.reload_at(Some(t0 + SETTLE / 2));
+        assert_eq!(access(&s), "at-1");
+        s.reload_at(Some(t0 + SETTLE));
+        let ChatgptStatus::Invalid(m) = s.chatgpt() else {
+            panic!("{}", s.chatgpt().state_name())
+        };
+        assert!(m.contains("auth.json") && !m.contains("at-1"), "{m}");
+        // Written out in full, it is connected again at once.
+        write(&p, "at-1", "rt-1");
+        s.reload_at(Some(t0 + SETTLE));
+        assert_eq!(access(&s), "at-1");
+    }
+}
