@@ -163,7 +163,12 @@ impl DeviceLogin<'_> {
             )
         })?;
         let now = crate::time::rfc3339_millis(std::time::SystemTime::now());
-        super::persist::write_auth_file(self.auth_file, &tokens, &now)?;
+        super::persist::write_auth_file(
+            self.auth_file,
+            &tokens,
+            &now,
+            super::persist::Others::Drop,
+        )?;
         Ok(LoggedIn {
             plan_type: tokens.plan_type.clone(),
             account_hash: tokens.account_hash().as_str().to_owned(),

@@ -17,19 +17,40 @@ pub fn is_read_only(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o200 == 0)
 }
 
-/// Writes the tokens as a Codex auth.json, keeping the other fields of the
-/// existing file (if it parses). `last_refresh` is set to `now` (RFC 3339).
-pub fn write_auth_file(path: &Path, tokens: &ChatgptTokens, now: &str) -> Result<(), String> {
-    let mut doc = match std::fs::read(path) {
-        Ok(mut bytes) => {
+/// What becomes of the fields of an existing file that are not the tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Others {
+    /// Kept (a refresh rewrites only what changed).
+    Keep,
+    /// Dropped (a new login replaces the whole file).
+    Drop,
+}
+
+/// Writes the tokens as a Codex auth.json. `last_refresh` is set to `now` (RFC 3339).
+pub fn write_auth_file(
+    path: &Path,
+    tokens: &ChatgptTokens,
+    now: &str,
+    others: Others,
+) -> Result<(), String> {
+    let existing = match others {
+        Others::Keep => std::fs::read(path).ok(),
+        Others::Drop => None,
+    };
+    let mut doc = match existing {
+        Some(mut bytes) => {
             let parsed = serde_json::from_slice::<Value>(&bytes).ok();
             bytes.zeroize();
             match parsed {
                 Some(Value::Object(m)) => m,
-                _ => Map::new(),
+                Some(mut other) => {
+                    wipe(&mut other);
+                    Map::new()
+                }
+                None => Map::new(),
             }
         }
-        Err(_) => Map::new(),
+        None => Map::new(),
     };
     let mut t = match doc.remove("tokens") {
         Some(Value::Object(m)) => m,
@@ -154,7 +175,7 @@ mod tests {
             r#"{"auth_mode":"chatgpt","OPENAI_API_KEY":null,"extra":7,"tokens":{"access_token":"old","refresh_token":"rt-1","account_id":"acc-1","id_token":"x"}}"#,
         )
         .unwrap();
-        write_auth_file(&p, &tokens("new"), "2026-12-04T00:00:00Z").unwrap();
+        write_auth_file(&p, &tokens("new"), "2026-12-04T00:00:00Z", Others::Keep).unwrap();
         let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(v["extra"], 7);
         assert_eq!(v["auth_mode"], "chatgpt");
@@ -177,8 +198,14 @@ mod tests {
     fn creates_a_missing_file_and_directory_and_reports_read_only() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("codex").join("auth.json");
-        write_auth_file(&p, &tokens("a"), "t").unwrap();
+        write_auth_file(&p, &tokens("a"), "t", Others::Keep).unwrap();
         assert!(!is_read_only(&p));
+        // A new login replaces the whole file.
+        std::fs::write(&p, r#"{"OPENAI_API_KEY":"sk-old","extra":1}"#).unwrap();
+        write_auth_file(&p, &tokens("b"), "t", Others::Drop).unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(v["OPENAI_API_KEY"], Value::Null);
+        assert!(v.get("extra").is_none());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert!(is_read_only(&p));
     }

@@ -322,7 +322,7 @@ impl Refresher {
                 return Ok(Persisted::InMemory);
             }
             let now = crate::time::rfc3339_millis(std::time::SystemTime::now());
-            match persist::write_auth_file(path, tokens, &now) {
+            match persist::write_auth_file(path, tokens, &now, persist::Others::Keep) {
                 Ok(()) => Ok(Persisted::Written),
                 // Keep working on the new tokens: the old refresh token is dead now.
                 Err(e) => {
