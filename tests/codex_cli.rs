@@ -378,7 +378,8 @@ async fn a_disconnect_mid_session_stops_the_pinned_codex_session_and_the_next_ru
             format!("event: response.output_item.done\ndata: {call}\n\n"),
             "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_a\",\"model\":\"gpt-5.4\",\"usage\":{\"input_tokens\":50,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":54}}}\n\n".into(),
         ]);
-        r.head_delay = Duration::from_millis(1500);
+        // Well over the 1 s file poll, so the disconnect is seen before the next request.
+        r.head_delay = Duration::from_millis(2500);
         r
     })
     .await;

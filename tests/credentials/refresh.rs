@@ -190,10 +190,16 @@ async fn an_upstream_401_reloads_then_refreshes_and_the_retry_succeeds() {
 async fn single_flight_fifty_concurrent_401s_make_one_refresh() {
     let auth = FakeAuth::start().await;
     auth.state.lock().unwrap().refresh_delay = Duration::from_millis(300);
-    let up = FakeUpstream::start(strict_upstream(
-        auth.state.clone(),
-        Arc::new(Mutex::new(Vec::new())),
-    ))
+    // The upstream's 401s take 500 ms, so all 50 requests are on their way
+    // with the old token before the first 401 can start the refresh.
+    let strict = strict_upstream(auth.state.clone(), Arc::new(Mutex::new(Vec::new())));
+    let up = FakeUpstream::start(move |s, n| {
+        let mut r = strict(s, n);
+        if r.status == 401 {
+            r.head_delay = Duration::from_millis(500);
+        }
+        r
+    })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let h = start(
