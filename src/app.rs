@@ -7,6 +7,8 @@ use std::time::{Instant, SystemTime};
 use sha2::Digest;
 
 use crate::config::{Config, Fsync, OnUsageLimit};
+use crate::credentials::auth_http::AuthClient;
+use crate::credentials::refresh::Refresher;
 use crate::credentials::{files, CredentialStore, Sources};
 use crate::ledger::{FsyncPolicy, Ledger, LedgerSettings};
 use crate::limits::{Limits, LimitsSettings};
@@ -16,6 +18,8 @@ use crate::upstream::{build_client, UpstreamClient};
 pub struct App {
     pub config: Arc<Config>,
     pub creds: CredentialStore,
+    /// Renews the ChatGPT access token (one refresh at a time).
+    pub refresher: Refresher,
     pub sessions: Sessions,
     pub client: UpstreamClient,
     pub limits: Limits,
@@ -70,7 +74,16 @@ impl App {
                 None
             }
         };
-        let (Some(client), true) = (client, problems.is_empty()) else {
+        let auth = match AuthClient::new(&config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if client.is_some() {
+                    problems.push(e);
+                }
+                None
+            }
+        };
+        let (Some(client), Some(auth), true) = (client, auth, problems.is_empty()) else {
             return Err(problems);
         };
         // A ledger that cannot be opened now is retried on every append; with
@@ -83,6 +96,7 @@ impl App {
         let ledger = Some(Arc::new(ledger));
         Ok(App {
             creds: CredentialStore::new(Sources::from_config(&config), env),
+            refresher: Refresher::new(auth, config.chatgpt.client_id.clone()),
             sessions: Sessions::default(),
             client,
             limits: Limits::new(limits_settings(&config)),

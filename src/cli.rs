@@ -59,6 +59,17 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Connect a ChatGPT account: device-code sign-in, writes the ChatGPT credential file.
+    Login {
+        /// Sign in with a code typed into a browser (the only method).
+        #[arg(long, required = true)]
+        device: bool,
+        /// Where to write the credential (default: chatgpt.auth_file of the config).
+        #[arg(long, value_name = "F")]
+        auth_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Read the billing ledger.
     Ledger {
         #[command(subcommand)]

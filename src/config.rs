@@ -659,6 +659,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     );
     for (key, base) in [
         ("chatgpt.base_url", &chatgpt_base),
+        ("chatgpt.auth_url", &auth_url),
         ("org.base_url", &org_base),
     ] {
         if base.scheme == http::uri::Scheme::HTTP && !base.is_loopback() {
@@ -1097,6 +1098,11 @@ mod tests {
         let f = file("[org]\nbase_url = \"http://gateway.corp:8080/v1\"\n");
         assert!(load(Some(f.path()), &env_of(&[]), &Overrides::default()).is_err());
         let f = file("[org]\nbase_url = \"http://127.0.0.1:8080/v1\"\n");
+        assert!(load(Some(f.path()), &env_of(&[]), &Overrides::default()).is_ok()); // Refresh tokens travel to the auth server: the same rule.
+        let f = file("[chatgpt]\nauth_url = \"http://auth.corp\"\n");
+        let e = load(Some(f.path()), &env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("chatgpt.auth_url")), "{e:?}");
+        let f = file("[chatgpt]\nauth_url = \"http://127.0.0.1:9\"\n");
         assert!(load(Some(f.path()), &env_of(&[]), &Overrides::default()).is_ok());
     }
 

@@ -23,7 +23,8 @@
 //!   [`signals`]: SIGTERM/SIGINT/SIGHUP.
 //! - [`app`]: the shared state built from the config.
 //! - [`proxy`]: the pipeline (route, headers, session, body, exchange).
-//! - [`credentials`]: ChatGPT and org credential sources, files, auth.json.
+//! - [`credentials`]: ChatGPT and org credential sources, files, auth.json, token
+//!   refresh, device login.
 //! - [`upstream`]: the pooled TLS client (HTTP/2 by ALPN, proxies, timeouts).
 //! - [`tap`]: the stream reader that observes SSE and JSON answers.
 //! - [`limits`]: limit signals and the per-account state machine.

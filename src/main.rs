@@ -90,6 +90,28 @@ fn main() -> ExitCode {
             }
         }),
         Command::Ledger { command } => ledger(command),
+        Command::Login {
+            device: _,
+            auth_file,
+            config,
+        } => block_on(async {
+            let done = codex_sidecar::credentials::device::login_command(
+                config.config.as_deref(),
+                auth_file,
+                &mut std::io::stdout(),
+            )
+            .await;
+            match done {
+                Ok(text) => {
+                    let _ = std::io::stdout().write_all(text.as_bytes());
+                    commands::OK
+                }
+                Err(e) => {
+                    eprintln!("login failed: {e}");
+                    commands::PROBLEMS
+                }
+            }
+        }),
     };
     ExitCode::from(code)
 }

@@ -41,6 +41,7 @@ pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<Strin
         .ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
     let mut background = Vec::new();
     background.push(tokio::spawn(watch_credentials(app.clone())));
+    background.push(tokio::spawn(refresh_tokens(app.clone())));
     let limits = app.limits.clone();
     background.push(tokio::spawn(async move { limits.run_expiry().await }));
     if let Some(ledger) = &app.ledger {
@@ -120,7 +121,7 @@ impl Sidecar {
             }
         }
         let mut not_applied = Vec::new();
-        let checks: [(&str, bool); 12] = [
+        let checks: [(&str, bool); 14] = [
             (
                 "server.shutdown_grace",
                 old.server.shutdown_grace != new.server.shutdown_grace,
@@ -145,6 +146,14 @@ impl Sidecar {
             (
                 "chatgpt.base_url",
                 old.chatgpt.base_url != new.chatgpt.base_url,
+            ),
+            (
+                "chatgpt.auth_url",
+                old.chatgpt.auth_url != new.chatgpt.auth_url,
+            ),
+            (
+                "chatgpt.client_id",
+                old.chatgpt.client_id != new.chatgpt.client_id,
             ),
             ("org.base_url", old.org.base_url != new.org.base_url),
             (
@@ -180,5 +189,17 @@ async fn watch_credentials(app: Arc<App>) {
     loop {
         tick.tick().await;
         app.creds.reload();
+    }
+}
+
+/// Renews the ChatGPT access token shortly before it expires, and retries
+/// failed refreshes with backoff (its own task, so a slow auth server never
+/// delays the file poll).
+async fn refresh_tokens(app: Arc<App>) {
+    let mut tick = tokio::time::interval(CREDENTIAL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        app.refresher.tick(&app.creds).await;
     }
 }

@@ -61,6 +61,9 @@ pub fn render(v: &Value, now: i64) -> String {
         if let Some(d) = c.get("detail").and_then(Value::as_str) {
             line.push_str(&format!("  ({d})"));
         }
+        if let Some(r) = c.get("refresh_problem").and_then(Value::as_str) {
+            line.push_str(&format!("  [{r}]"));
+        }
         out.push_str(&line);
         out.push('\n');
     }

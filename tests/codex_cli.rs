@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
@@ -274,4 +275,152 @@ async fn codex_recovers_from_a_rate_limit_inside_the_stream() {
     assert_eq!(recs[0]["outcome"], "failed");
     assert_eq!(recs[0]["limit"]["kind"], "rate_limit");
     assert_eq!(recs[1]["outcome"], "completed");
+}
+
+async fn wait_chatgpt_state(h: &Harness, want: &str) {
+    let c = client();
+    for _ in 0..150 {
+        let (_, b) = send(
+            &c,
+            http::Request::get(format!("{}/status", h.admin()))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        if json(&b)["credentials"][0]["state"] == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the ChatGPT credential never became {want}");
+}
+
+#[tokio::test]
+async fn codex_sessions_follow_a_connect_without_restarting_the_sidecar() {
+    let up = FakeUpstream::start(|_, _| {
+        Reply::sse(upstream::responses_stream(
+            &ANSWER,
+            "gpt-5.4",
+            (30, 0, 5, 0),
+        ))
+    })
+    .await;
+    let h = start(
+        &up,
+        Setup {
+            chatgpt: false,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let before = codex_exec(&h.base, "say hi").await;
+    assert!(before.success, "{}\n{:#?}", before.stderr, before.events);
+    let n_before = up.count();
+    // The person connects the account: the credential file appears, and the
+    // 1 s file poll (not a test hook) picks it up.
+    write_chatgpt_auth(&h.auth_file, &h.access, ACCOUNT_ID);
+    wait_chatgpt_state(&h, "connected").await;
+    let after = codex_exec(&h.base, "say hi again").await;
+    assert!(after.success, "{}\n{:#?}", after.stderr, after.events);
+    assert_eq!(after.agent_messages(), vec![ANSWER.concat()]);
+    let seen = up.requests();
+    for s in &seen[..n_before] {
+        assert_eq!(s.path_and_query, "/v1/responses");
+        assert_eq!(
+            s.header("authorization").unwrap(),
+            format!("Bearer {ORG_KEY}")
+        );
+    }
+    for s in &seen[n_before..] {
+        assert_eq!(s.path_and_query, "/backend-api/codex/responses");
+        assert_eq!(
+            s.header("authorization").unwrap(),
+            format!("Bearer {}", h.access)
+        );
+        assert_eq!(s.header("chatgpt-account-id"), Some(ACCOUNT_ID));
+    }
+    let recs = h.wait_records(seen.len()).await;
+    let billing: Vec<&str> = recs
+        .iter()
+        .map(|r| r["billing"].as_str().unwrap())
+        .collect();
+    assert_eq!(billing[..n_before], vec!["org"; n_before]);
+    assert_eq!(
+        billing[n_before..],
+        vec!["chatgpt_plan"; seen.len() - n_before]
+    );
+    assert_ne!(recs[0]["session"], recs[n_before]["session"]);
+}
+
+#[tokio::test]
+async fn a_disconnect_mid_session_stops_the_pinned_codex_session_and_the_next_runs_on_org() {
+    let auth_file: Arc<Mutex<Option<std::path::PathBuf>>> = Arc::new(Mutex::new(None));
+    let af = auth_file.clone();
+    // The first answer is a tool call; while Codex runs the tool, the person
+    // disconnects the account (the file disappears) and the poll notices.
+    let up = FakeUpstream::start(move |s, _| {
+        let body = json(&s.body);
+        let has_output = body["input"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i["type"] == "function_call_output"));
+        if s.path_and_query.starts_with("/v1/") {
+            return Reply::sse(upstream::responses_stream(&ANSWER, "gpt-5.4", (30, 0, 5, 0)));
+        }
+        assert!(!has_output, "a disconnected session must not reach the plan upstream");
+        if let Some(p) = af.lock().unwrap().take() {
+            std::fs::remove_file(p).unwrap();
+        }
+        let call = serde_json::json!({"type": "response.output_item.done", "output_index": 0, "item": {
+            "type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "exec_command",
+            "arguments": "{\"cmd\":\"echo tool-ran\"}"}});
+        let mut r = Reply::sse(vec![
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_a\",\"model\":\"gpt-5.4\"}}\n\n".into(),
+            format!("event: response.output_item.done\ndata: {call}\n\n"),
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_a\",\"model\":\"gpt-5.4\",\"usage\":{\"input_tokens\":50,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":54}}}\n\n".into(),
+        ]);
+        // Well over the 1 s file poll, so the disconnect is seen before the next request.
+        r.head_delay = Duration::from_millis(2500);
+        r
+    })
+    .await;
+    let h = start(&up, Setup::default()).await;
+    *auth_file.lock().unwrap() = Some(h.auth_file.clone());
+    let run = codex_exec(&h.base, "run echo tool-ran and tell me what it printed").await;
+    assert!(
+        !run.success,
+        "the pinned session must not silently move to org: {:#?}",
+        run.events
+    );
+    let errors = error_texts(&run);
+    assert!(errors.contains("start a new session"), "{errors}");
+    let plan_requests = up.count();
+    assert_eq!(plan_requests, 1);
+    let recs = h.wait_records(2).await;
+    assert_eq!(recs[0]["billing"], "chatgpt_plan");
+    assert_eq!(recs[0]["outcome"], "completed");
+    for r in &recs[1..] {
+        assert_eq!(r["billing"], "chatgpt_plan", "{r}");
+        assert_eq!(r["status"], 401);
+        assert_eq!(r["outcome"], "rejected");
+        assert_eq!(r["session"], recs[0]["session"]);
+    }
+    // A new Codex session runs on the organization.
+    let next = codex_exec(&h.base, "say hi").await;
+    assert!(next.success, "{}\n{:#?}", next.stderr, next.events);
+    assert_eq!(next.agent_messages(), vec![ANSWER.concat()]);
+    let seen = up.requests();
+    assert!(seen.len() > plan_requests);
+    for s in &seen[plan_requests..] {
+        assert_eq!(s.path_and_query, "/v1/responses");
+        assert_eq!(
+            s.header("authorization").unwrap(),
+            format!("Bearer {ORG_KEY}")
+        );
+    }
+    let all = h
+        .wait_records(recs.len() + seen.len() - plan_requests)
+        .await;
+    let last = all.last().unwrap();
+    assert_eq!(last["billing"], "org");
+    assert_ne!(last["session"], recs[0]["session"]);
 }

@@ -3,23 +3,33 @@
 //!
 //! Files are re-read by [`CredentialStore::reload`] (called at start, by the
 //! watcher and on SIGHUP); a file caught half-written keeps the last good
-//! credential for [`SETTLE`] before it is reported invalid.
+//! credential for [`SETTLE`] before it is reported invalid. Refreshed tokens
+//! that could not be written back, and tokens that failed for good, are
+//! remembered so the next poll of the unchanged file does not undo them.
 
 pub mod auth_file;
+pub mod auth_http;
+pub mod device;
 pub mod files;
+mod load;
+pub mod persist;
+pub mod refresh;
+#[cfg(test)]
+mod store_tests;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::config::Config;
 use crate::ledger::AccountHash;
 use crate::secret::Secret;
-use auth_file::{AuthFile, ChatgptTokens};
-use files::{read_secret_file, FileProblem};
+use auth_file::ChatgptTokens;
+use load::{chatgpt_cred, load_chatgpt, load_org};
 
 /// How long a credential file may stay unparseable (being rewritten) before the
 /// last good credential is dropped.
@@ -90,6 +100,9 @@ pub struct CredentialView {
     pub account: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expires_at: Option<String>,
+    /// Set while token refreshes fail and are being retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_problem: Option<String>,
 }
 
 /// Where credentials are looked for.
@@ -129,6 +142,20 @@ pub struct CredentialChange {
     pub at: String,
 }
 
+/// Tokens of the file that the sidecar knows better than the file: the
+/// refresh token they hold was spent (rotated in memory only, the file being
+/// read-only) or failed for good. Keyed by a digest of that refresh token.
+struct Superseded {
+    file_tokens: [u8; 32],
+    state: ChatgptStatus,
+}
+
+/// A digest naming a set of tokens by their refresh token (else access token).
+fn token_digest(t: &ChatgptTokens) -> [u8; 32] {
+    let key = t.refresh_token.as_ref().unwrap_or(&t.access_token);
+    sha2::Sha256::digest(key.expose().as_bytes()).into()
+}
+
 /// The current credentials of both sources.
 pub struct CredentialStore {
     sources: RwLock<Sources>,
@@ -136,6 +163,10 @@ pub struct CredentialStore {
     changes: tokio::sync::broadcast::Sender<CredentialChange>,
     chatgpt: RwLock<Slot<ChatgptStatus>>,
     org: RwLock<Slot<OrgStatus>>,
+    /// Held while the file is read and applied, and while refreshed tokens are
+    /// written and installed, so a poll never installs tokens a refresh just spent.
+    superseded: Mutex<Option<Superseded>>,
+    refresh_problem: RwLock<Option<String>>,
 }
 
 impl CredentialStore {
@@ -154,6 +185,8 @@ impl CredentialStore {
                 current: OrgStatus::Missing,
                 bad_since: None,
             }),
+            superseded: Mutex::new(None),
+            refresh_problem: RwLock::new(None),
         };
         store.load_at(None);
         store
@@ -214,7 +247,16 @@ impl CredentialStore {
 
     fn load_at(&self, now: Option<Instant>) {
         let src = self.sources();
-        let chatgpt = load_chatgpt(&src);
+        let mut superseded = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut chatgpt = load_chatgpt(&src);
+        match (&chatgpt, superseded.as_ref()) {
+            (ChatgptStatus::Connected(c), Some(s)) if token_digest(&c.tokens) == s.file_tokens => {
+                chatgpt = s.state.clone();
+            }
+            // A half-written file keeps what is known through the settle time.
+            (ChatgptStatus::Invalid(_), _) => {}
+            _ => *superseded = None,
+        }
         update(
             &self.chatgpt,
             chatgpt,
@@ -222,6 +264,7 @@ impl CredentialStore {
             |s| matches!(s, ChatgptStatus::Connected(_)),
             |s| matches!(s, ChatgptStatus::Invalid(_)),
         );
+        drop(superseded);
         let org = load_org(&src, &*self.env);
         update(
             &self.org,
@@ -245,23 +288,75 @@ impl CredentialStore {
         }
     }
 
-    /// Marks the ChatGPT account as needing a reconnect (refresh failed for good).
-    pub fn mark_needs_reconnect(&self) {
+    /// Marks the ChatGPT account as needing a reconnect (its refresh failed
+    /// for good). It stays so until the file holds other tokens.
+    pub fn mark_needs_reconnect(&self, failed: &ChatgptCred) {
         let before = self.views();
-        if let Ok(mut s) = self.chatgpt.write() {
-            s.current = ChatgptStatus::NeedsReconnect;
+        {
+            let mut sup = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+            let still_current = matches!(&read(&self.chatgpt).current,
+                ChatgptStatus::Connected(c) if c.tokens.access_token == failed.tokens.access_token);
+            if !still_current {
+                return;
+            }
+            *sup = Some(Superseded {
+                file_tokens: token_digest(&failed.tokens),
+                state: ChatgptStatus::NeedsReconnect,
+            });
+            if let Ok(mut s) = self.chatgpt.write() {
+                s.current = ChatgptStatus::NeedsReconnect;
+                s.bad_since = None;
+            }
         }
+        self.set_refresh_problem(None);
         self.announce(before);
     }
 
-    /// Installs refreshed tokens (kept in memory; persisting is the refresher's job).
-    pub fn set_chatgpt_tokens(&self, tokens: ChatgptTokens) -> Result<(), String> {
-        let cred = chatgpt_cred(tokens)?;
+    /// Installs refreshed tokens in place of `old`, which must still be the
+    /// current credential (a disconnect during the refresh wins). `persist`
+    /// writes them to the file first; when it says the file was left alone
+    /// (read-only), the tokens are kept in memory over the unchanged file.
+    pub fn install_refreshed(
+        &self,
+        old: &ChatgptCred,
+        tokens: ChatgptTokens,
+        persist: impl FnOnce(&ChatgptTokens) -> Result<Persisted, String>,
+    ) -> Result<Persisted, String> {
+        let mut sup = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        let still_current = matches!(&read(&self.chatgpt).current,
+            ChatgptStatus::Connected(c) if c.tokens.access_token == old.tokens.access_token);
+        if !still_current {
+            return Err(
+                "the ChatGPT account was disconnected or replaced during the refresh".into(),
+            );
+        }
+        let cred = Arc::new(chatgpt_cred(tokens)?);
+        let persisted = persist(&cred.tokens)?;
+        let state = ChatgptStatus::Connected(cred);
+        *sup = match persisted {
+            Persisted::Written => None,
+            Persisted::InMemory => Some(Superseded {
+                // The file still holds the old tokens, or what an earlier
+                // in-memory refresh superseded.
+                file_tokens: match sup.take() {
+                    Some(s) => s.file_tokens,
+                    None => token_digest(&old.tokens),
+                },
+                state: state.clone(),
+            }),
+        };
         if let Ok(mut s) = self.chatgpt.write() {
-            s.current = ChatgptStatus::Connected(Arc::new(cred));
+            s.current = state;
             s.bad_since = None;
         }
-        Ok(())
+        Ok(persisted)
+    }
+
+    /// What `/status` says about failing refreshes (never a secret).
+    pub fn set_refresh_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.refresh_problem.write() {
+            *p = problem;
+        }
     }
 
     /// For `no_credential`: every place that was looked at, and what was found.
@@ -312,6 +407,7 @@ impl CredentialStore {
             plan_type: None,
             account: None,
             token_expires_at: None,
+            refresh_problem: None,
         };
         match &chatgpt {
             ChatgptStatus::Connected(cred) => {
@@ -321,6 +417,7 @@ impl CredentialStore {
                     .tokens
                     .expires_at
                     .and_then(crate::time::rfc3339_from_unix);
+                c.refresh_problem = read(&self.refresh_problem).clone();
             }
             ChatgptStatus::Disabled => {
                 c.detail = Some("disabled by the organization (chatgpt.enabled = false)".into())
@@ -343,9 +440,19 @@ impl CredentialStore {
             plan_type: None,
             account: None,
             token_expires_at: None,
+            refresh_problem: None,
         };
         vec![c, o]
     }
+}
+
+/// Where refreshed tokens went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persisted {
+    /// Written to `chatgpt.auth_file`.
+    Written,
+    /// The file is read-only: kept in memory only.
+    InMemory,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -374,108 +481,6 @@ fn update<T: Clone>(
             slot.bad_since = None;
         }
     }
-}
-
-fn sensitive(value: String) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::try_from(value)
-        .map_err(|_| "contains characters not allowed in an HTTP header".to_owned())?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
-fn chatgpt_cred(tokens: ChatgptTokens) -> Result<ChatgptCred, String> {
-    let authorization = sensitive(format!("Bearer {}", tokens.access_token.expose()))
-        .map_err(|e| format!("the access token {e}"))?;
-    let account_header = sensitive(tokens.account_id.expose().to_owned())
-        .map_err(|e| format!("the account id {e}"))?;
-    Ok(ChatgptCred {
-        account_hash: tokens.account_hash(),
-        tokens,
-        authorization,
-        account_header,
-    })
-}
-
-fn load_chatgpt(src: &Sources) -> ChatgptStatus {
-    if !src.chatgpt_enabled {
-        return ChatgptStatus::Disabled;
-    }
-    let Some(path) = &src.chatgpt_auth_file else {
-        return ChatgptStatus::Disconnected;
-    };
-    let text = match read_secret_file("chatgpt.auth_file", path) {
-        Ok(t) => t,
-        Err(FileProblem::Missing) => return ChatgptStatus::Disconnected,
-        Err(p) => return ChatgptStatus::Invalid(p.message().to_owned()),
-    };
-    let parsed = auth_file::parse(text.expose())
-        .map_err(|e| format!("chatgpt.auth_file {}: {e}", path.display()));
-    match parsed {
-        Ok(AuthFile::Chatgpt(tokens)) => match chatgpt_cred(tokens) {
-            Ok(c) => ChatgptStatus::Connected(Arc::new(c)),
-            Err(e) => ChatgptStatus::Invalid(format!("chatgpt.auth_file {}: {e}", path.display())),
-        },
-        Ok(AuthFile::ApiKey(_)) => ChatgptStatus::Invalid(format!(
-            "chatgpt.auth_file {}: holds an API key, not ChatGPT tokens; put API keys in org.api_key_file",
-            path.display()
-        )),
-        Err(e) => ChatgptStatus::Invalid(e),
-    }
-}
-
-fn load_org(src: &Sources, env: &EnvFn) -> OrgStatus {
-    let (key, source) = if let Some(path) = &src.org_key_file {
-        let text = match read_secret_file("org.api_key_file", path) {
-            Ok(t) => t,
-            Err(FileProblem::Missing) => return OrgStatus::Missing,
-            Err(p) => return OrgStatus::Invalid(p.message().to_owned()),
-        };
-        let key = if text.expose().starts_with('{') {
-            match auth_file::parse(text.expose()) {
-                Ok(AuthFile::ApiKey(k)) => k,
-                Ok(AuthFile::Chatgpt(_)) => {
-                    return OrgStatus::Invalid(format!(
-                        "org.api_key_file {}: holds ChatGPT tokens, not an API key; point chatgpt.auth_file at it instead",
-                        path.display()
-                    ))
-                }
-                Err(e) => return OrgStatus::Invalid(format!("org.api_key_file {}: {e}", path.display())),
-            }
-        } else {
-            text
-        };
-        (key, format!("file {}", path.display()))
-    } else if !src.org_key_env.is_empty() {
-        match env(&src.org_key_env)
-            .map(Secret::new)
-            .filter(|k| !k.is_empty())
-        {
-            Some(k) => (k, format!("environment variable {}", src.org_key_env)),
-            None => return OrgStatus::Missing,
-        }
-    } else {
-        return OrgStatus::Missing;
-    };
-    if key.expose().chars().any(char::is_whitespace) {
-        return OrgStatus::Invalid(format!(
-            "org key from {source}: contains whitespace; the file must hold only the key"
-        ));
-    }
-    let authorization = match sensitive(format!("Bearer {}", key.expose())) {
-        Ok(v) => v,
-        Err(e) => return OrgStatus::Invalid(format!("org key from {source}: {e}")),
-    };
-    let header = |v: &Option<String>| {
-        v.as_ref()
-            .and_then(|s| HeaderValue::try_from(s.as_str()).ok())
-    };
-    OrgStatus::Ready(Arc::new(OrgCred {
-        source,
-        authorization,
-        organization: header(&src.organization),
-        project: header(&src.project),
-        _key: key,
-    }))
 }
 
 /// Sets `credential_state{source,state}`: 1 for each source's current state.

@@ -262,6 +262,15 @@ async fn forward(
     headers::to_agent(&mut parts.headers);
 
     if !status.is_success() {
+        if let (StatusCode::UNAUTHORIZED, Target::Chatgpt(cred)) = (status, target) {
+            // Renew before answering, so the agent's own retry carries the new
+            // token. In its own task: an agent that goes away must not cancel a
+            // refresh in flight (the rotated refresh token would be lost).
+            let (a, c) = (app.clone(), cred.clone());
+            let renew =
+                tokio::spawn(async move { a.refresher.after_unauthorized(&a.creds, &c).await });
+            let _ = tokio::time::timeout(crate::credentials::refresh::MAX_WAIT_ON_401, renew).await;
+        }
         return upstream_error_answer(app, ex, key, parts, body).await;
     }
     // One observation per upstream response: error answers are observed with their body.

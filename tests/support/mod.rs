@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+pub mod auth;
 pub mod codex;
 pub mod process;
 pub mod upstream;
