@@ -194,4 +194,16 @@ mod tests {
             "{out}"
         );
     }
+
+    #[test]
+    fn renders_token_expiry_and_a_failing_refresh() {
+        let v = serde_json::json!({"credentials": [{"source": "chatgpt_plan", "state": "connected",
+            "plan_type": "pro", "token_expires_at": "2026-12-04T03:13:35Z",
+            "refresh_problem": "token refresh failed 2 time(s), retrying in 2s: HTTP 503"}]});
+        let out = render(&v, 0);
+        assert!(
+            out.contains("chatgpt_plan  connected  plan pro  token expires 2026-12-04T03:13:35Z  [token refresh failed 2 time(s), retrying in 2s: HTTP 503]"),
+            "{out}"
+        );
+    }
 }

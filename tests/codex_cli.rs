@@ -424,3 +424,52 @@ async fn a_disconnect_mid_session_stops_the_pinned_codex_session_and_the_next_ru
     assert_eq!(last["billing"], "org");
     assert_ne!(last["session"], recs[0]["session"]);
 }
+
+#[tokio::test]
+async fn codex_retries_a_401_and_succeeds_on_the_refreshed_token() {
+    let auth = support::auth::FakeAuth::start().await;
+    let state = auth.state.clone();
+    // The plan upstream accepts only tokens the auth server issued: the planted
+    // one has expired there.
+    let up = FakeUpstream::start(move |s, _| {
+        let issued = state.lock().unwrap().issued.clone();
+        let given = s.header("authorization").unwrap_or("");
+        if issued.iter().any(|t| given == format!("Bearer {t}")) {
+            Reply::sse(upstream::responses_stream(&ANSWER, "gpt-5.4", (30, 0, 5, 0)))
+        } else {
+            Reply::json(401, r#"{"error":{"message":"Your authentication token has expired.","type":"invalid_request_error","code":"token_expired"}}"#)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(
+        &up,
+        Setup {
+            extra: auth.extra(dir.path(), &up),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let run = codex_exec(&h.base, "say hi").await;
+    assert!(run.success, "{}\n{:#?}", run.stderr, run.events);
+    assert_eq!(run.agent_messages(), vec![ANSWER.concat()]);
+    assert_eq!(auth.refresh_posts().len(), 1);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2, "one 401, then Codex's own retry");
+    let issued = auth.last_issued().unwrap();
+    assert_eq!(
+        seen[0].header("authorization").unwrap(),
+        format!("Bearer {}", h.access)
+    );
+    assert_eq!(
+        seen[1].header("authorization").unwrap(),
+        format!("Bearer {issued}")
+    );
+    assert_eq!(seen[0].header("session-id"), seen[1].header("session-id"));
+    let recs = h.wait_records(2).await;
+    assert_eq!(
+        (recs[0]["status"].as_u64(), recs[1]["status"].as_u64()),
+        (Some(401), Some(200))
+    );
+    assert!(recs.iter().all(|r| r["billing"] == "chatgpt_plan"));
+}
