@@ -68,6 +68,7 @@ pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<Strin
         },
     ));
     tracing::info!(listen = %proxy_addr, admin = %admin_addr, version = env!("CARGO_PKG_VERSION"), "codex-sidecar ready");
+    warn_about_credentials(&app);
     Ok(Sidecar {
         proxy_addr,
         admin_addr,
@@ -201,5 +202,24 @@ async fn refresh_tokens(app: Arc<App>) {
     loop {
         tick.tick().await;
         app.refresher.tick(&app.creds).await;
+    }
+}
+
+/// Says at start what requests would otherwise learn only one by one: an
+/// unusable credential file (with its fix), or no credential at all.
+fn warn_about_credentials(app: &App) {
+    let views = app.creds.views();
+    for v in views.iter().filter(|v| v.state == "invalid") {
+        tracing::warn!(
+            source = v.source,
+            problem = v.detail.as_deref().unwrap_or("unusable"),
+            "credential unusable"
+        );
+    }
+    if views.iter().all(|v| v.state != "connected") {
+        tracing::warn!(
+            looked_at = %app.creds.describe_sources(),
+            "no usable credential yet: requests get 503 no_credential until one is connected"
+        );
     }
 }

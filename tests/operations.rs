@@ -522,3 +522,52 @@ fn check_names_every_problem_and_prints_no_secret() {
         "{err}"
     );
 }
+
+/// An unusable credential is said at start, with its fix, not only to the first
+/// requests; an empty key file is unusable, never an empty `Bearer`.
+#[tokio::test]
+async fn unusable_credentials_are_reported_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = write_config(dir.path(), &up, false, "info", "");
+    let key = dir.path().join("org-key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = SidecarProcess::spawn(&cfg, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !p.logs().contains("no usable credential yet") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = p.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("credential unusable"))
+        .unwrap_or_else(|| panic!("no warning at start:\n{logs}"));
+    assert!(
+        line.contains(&format!("chmod 600 {}", key.display())),
+        "{line}"
+    );
+    assert!(logs.contains("no usable credential yet"), "{logs}");
+    drop(p);
+
+    write_secret(&key, "\n");
+    let (code, _, err) = run_cli(&["check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("org key from file {}: is empty", key.display())),
+        "{err}"
+    );
+    let p = SidecarProcess::spawn(&cfg, &[]);
+    let (s, b) = send(
+        &client(),
+        post(&format!("http://{}/v1/responses", p.proxy), "s", BODY),
+    )
+    .await;
+    assert_eq!(s.status, 503);
+    assert!(
+        String::from_utf8_lossy(&b).contains("is empty"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    assert_eq!(up.count(), 0, "an empty key never goes upstream");
+}

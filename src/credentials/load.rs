@@ -90,6 +90,12 @@ pub(super) fn load_org(src: &Sources, env: &EnvFn) -> OrgStatus {
     } else {
         return OrgStatus::Missing;
     };
+    if key.expose().is_empty() {
+        return OrgStatus::Invalid(format!(
+            "org key from {source}: is empty; put the organization's API key in it (or unset org.api_key_file to use ${})",
+            src.org_key_env
+        ));
+    }
     if key.expose().chars().any(char::is_whitespace) {
         return OrgStatus::Invalid(format!(
             "org key from {source}: contains whitespace; the file must hold only the key"
