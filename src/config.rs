@@ -19,6 +19,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("server", "client_token_file", Kind::Str),
     ("server", "max_request_body", Kind::Size),
     ("server", "shutdown_grace", Kind::Str),
+    ("server", "max_connections", Kind::Int),
     ("chatgpt", "enabled", Kind::Bool),
     ("chatgpt", "auth_file", Kind::Str),
     ("chatgpt", "base_url", Kind::Str),
@@ -65,6 +66,7 @@ allow_remote = false
 client_token_file = ""
 max_request_body = "32MiB"
 shutdown_grace = "30s"
+max_connections = 256
 
 [chatgpt]
 enabled = true
@@ -131,6 +133,7 @@ pub struct RawServer {
     pub client_token_file: String,
     pub max_request_body: SizeValue,
     pub shutdown_grace: String,
+    pub max_connections: i64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -228,6 +231,8 @@ pub struct ServerConfig {
     pub client_token_file: Option<PathBuf>,
     pub max_request_body: u64,
     pub shutdown_grace: Duration,
+    /// Agent connections served at once; beyond it a connection gets `503`.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -610,6 +615,14 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         duration(&r.server.shutdown_grace),
         Duration::ZERO
     );
+    let max_connections = field!(
+        "server.max_connections",
+        usize::try_from(r.server.max_connections)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| "must be a whole number between 1 and 1000000".to_owned()),
+        1
+    );
     let placeholder = || BaseUrl {
         scheme: http::uri::Scheme::HTTPS,
         authority: http::uri::Authority::from_static("invalid"),
@@ -771,6 +784,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             client_token_file: opt_path(&r.server.client_token_file),
             max_request_body,
             shutdown_grace,
+            max_connections,
         },
         chatgpt: ChatgptConfig {
             enabled: r.chatgpt.enabled,
@@ -910,6 +924,7 @@ mod tests {
         assert_eq!(c.server.admin_listen, "127.0.0.1:7801".parse().unwrap());
         assert_eq!(c.server.max_request_body, 32 << 20);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.server.max_connections, 256);
         assert_eq!(
             c.chatgpt.base_url.to_string(),
             "https://chatgpt.com/backend-api/codex"

@@ -120,10 +120,14 @@ impl Sidecar {
             }
         }
         let mut not_applied = Vec::new();
-        let checks: [(&str, bool); 12] = [
+        let checks: [(&str, bool); 13] = [
             (
                 "server.shutdown_grace",
                 old.server.shutdown_grace != new.server.shutdown_grace,
+            ),
+            (
+                "server.max_connections",
+                old.server.max_connections != new.server.max_connections,
             ),
             (
                 "limits",

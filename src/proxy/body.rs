@@ -24,15 +24,24 @@ use crate::upstream::BoxError;
 pub struct UpstreamBody {
     inner: Incoming,
     remaining: u64,
-    too_large: Arc<AtomicBool>,
+    fault: Arc<UploadFault>,
+}
+
+/// Why the upload ended early, so a failed upstream request is not blamed on
+/// the upstream when the agent's body was the cause.
+#[derive(Debug, Default)]
+pub struct UploadFault {
+    pub too_large: AtomicBool,
+    /// The agent's body broke off: it went away mid-upload or sent broken framing.
+    pub client_broke: AtomicBool,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, limit: u64, too_large: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: Incoming, limit: u64, fault: Arc<UploadFault>) -> Self {
         UpstreamBody {
             inner,
             remaining: limit,
-            too_large,
+            fault,
         }
     }
 }
@@ -62,14 +71,17 @@ impl Body for UpstreamBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
-                        this.too_large.store(true, Ordering::Relaxed);
+                        this.fault.too_large.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
                     this.remaining -= n;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.client_broke.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
