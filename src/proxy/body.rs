@@ -199,10 +199,16 @@ impl StreamBody {
         if let Some(ex) = self.exchange.as_mut() {
             ex.upstream_failed(&err);
         }
+        // A cut inside an event: end it first, so the agent reads ours whole.
+        let resync = self.observer.sse_resync();
         self.finish(Outcome::UpstreamError);
         self.ended = true;
         if self.event_stream {
-            Poll::Ready(Some(Ok(Frame::data(err.sse_failed_event()))))
+            let event = err.sse_failed_event();
+            let mut last = bytes::BytesMut::with_capacity(resync.len() + event.len());
+            last.extend_from_slice(resync);
+            last.extend_from_slice(&event);
+            Poll::Ready(Some(Ok(Frame::data(last.freeze()))))
         } else {
             Poll::Ready(Some(Err(cause)))
         }
@@ -253,6 +259,21 @@ impl Body for StreamBody {
                 crate::telemetry::upstream_error(kind);
                 let err = ApiError::upstream_unreachable(format!("the stream broke off: {text}"));
                 this.fail(err, Box::new(e))
+            }
+            Poll::Ready(None)
+                if this.observer.kind() == BodyKind::Sse && this.observer.terminal().is_none() =>
+            {
+                // The upstream closed an event stream before its final event
+                // (`response.completed`, `[DONE]`, ...): a broken stream, not a success.
+                crate::telemetry::upstream_error("protocol");
+                let err = ApiError::upstream_unreachable(
+                    "the stream ended before its final event (response.completed); retry the request",
+                );
+                let cause: BoxError = Box::new(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "event stream ended before its final event",
+                ));
+                this.fail(err, cause)
             }
             Poll::Ready(None) => {
                 this.observer.finish();

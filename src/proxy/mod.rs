@@ -297,9 +297,32 @@ async fn forward(
             Outcome::UpstreamError,
         ));
     }
-    let kind = if headers::is_encoded(&parts.headers) {
-        BodyKind::Other
-    } else if sse {
+    if headers::is_encoded(&parts.headers) {
+        // Asked for identity: a compressed answer cannot be read for usage and
+        // limits, so it would go unbilled; a proxy on the way re-encodes it.
+        crate::telemetry::upstream_error("protocol");
+        let encoding = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .chars()
+            .take(32)
+            .collect::<String>();
+        return Err((
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!(
+                    "the upstream answered with content-encoding: {encoding} although codex-sidecar asked for identity; a proxy in front of {} is re-encoding answers",
+                    base.authority
+                ),
+            )
+            .with_code("upstream_invalid_response"),
+            Outcome::UpstreamError,
+        ));
+    }
+    let kind = if sse {
         BodyKind::Sse
     } else if headers::is_json(&parts.headers) {
         BodyKind::Json
