@@ -398,25 +398,38 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
     flags: &Overrides,
 ) -> Result<Config, Vec<String>> {
-    let mut doc: toml::Table = DEFAULTS
-        .parse()
-        .map_err(|e| vec![format!("embedded defaults: {e}")])?;
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = match file {
+        None => None,
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
             vec![format!(
                 "config file {}: cannot read it: {e}",
                 path.display()
             )]
-        })?;
+        })?),
+    };
+    let mut cfg = load_text(
+        text.as_deref().zip(file.map(|p| p.display().to_string())),
+        env,
+        flags,
+    )?;
+    cfg.source = file.map(Path::to_path_buf);
+    Ok(cfg)
+}
+
+/// [`load`] with the file's text already read: `(text, name for messages)`.
+pub fn load_text(
+    file: Option<(&str, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flags: &Overrides,
+) -> Result<Config, Vec<String>> {
+    let mut doc: toml::Table = DEFAULTS
+        .parse()
+        .map_err(|e| vec![format!("embedded defaults: {e}")])?;
+    if let Some((text, name)) = file {
         let layer: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![format!(
-                "config file {}: {}",
-                path.display(),
-                one_line(&e.to_string())
-            )]
+            vec![format!("config file {name}: {}", one_line(&e.to_string()))]
         })?;
-        merge_file_layer(&mut doc, layer)
-            .map_err(|e| vec![format!("config file {}: {e}", path.display())])?;
+        merge_file_layer(&mut doc, layer).map_err(|e| vec![format!("config file {name}: {e}")])?;
     }
     let mut problems = Vec::new();
     for (section, key, kind) in KEYS {
@@ -451,10 +464,7 @@ pub fn load(
         }
     };
     match validate(raw, env) {
-        Ok(mut cfg) if problems.is_empty() => {
-            cfg.source = file.map(Path::to_path_buf);
-            Ok(cfg)
-        }
+        Ok(cfg) if problems.is_empty() => Ok(cfg),
         Ok(_) => Err(problems),
         Err(mut more) => {
             problems.append(&mut more);
