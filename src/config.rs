@@ -19,6 +19,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("server", "client_token_file", Kind::Str),
     ("server", "max_request_body", Kind::Size),
     ("server", "shutdown_grace", Kind::Str),
+    ("server", "max_connections", Kind::Int),
     ("chatgpt", "enabled", Kind::Bool),
     ("chatgpt", "auth_file", Kind::Str),
     ("chatgpt", "base_url", Kind::Str),
@@ -65,6 +66,7 @@ allow_remote = false
 client_token_file = ""
 max_request_body = "32MiB"
 shutdown_grace = "30s"
+max_connections = 256
 
 [chatgpt]
 enabled = true
@@ -131,6 +133,7 @@ pub struct RawServer {
     pub client_token_file: String,
     pub max_request_body: SizeValue,
     pub shutdown_grace: String,
+    pub max_connections: i64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -228,6 +231,8 @@ pub struct ServerConfig {
     pub client_token_file: Option<PathBuf>,
     pub max_request_body: u64,
     pub shutdown_grace: Duration,
+    /// Agent connections served at once; beyond it a connection gets `503`.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -393,25 +398,38 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
     flags: &Overrides,
 ) -> Result<Config, Vec<String>> {
-    let mut doc: toml::Table = DEFAULTS
-        .parse()
-        .map_err(|e| vec![format!("embedded defaults: {e}")])?;
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = match file {
+        None => None,
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
             vec![format!(
                 "config file {}: cannot read it: {e}",
                 path.display()
             )]
-        })?;
+        })?),
+    };
+    let mut cfg = load_text(
+        text.as_deref().zip(file.map(|p| p.display().to_string())),
+        env,
+        flags,
+    )?;
+    cfg.source = file.map(Path::to_path_buf);
+    Ok(cfg)
+}
+
+/// [`load`] with the file's text already read: `(text, name for messages)`.
+pub fn load_text(
+    file: Option<(&str, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flags: &Overrides,
+) -> Result<Config, Vec<String>> {
+    let mut doc: toml::Table = DEFAULTS
+        .parse()
+        .map_err(|e| vec![format!("embedded defaults: {e}")])?;
+    if let Some((text, name)) = file {
         let layer: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![format!(
-                "config file {}: {}",
-                path.display(),
-                one_line(&e.to_string())
-            )]
+            vec![format!("config file {name}: {}", one_line(&e.to_string()))]
         })?;
-        merge_file_layer(&mut doc, layer)
-            .map_err(|e| vec![format!("config file {}: {e}", path.display())])?;
+        merge_file_layer(&mut doc, layer).map_err(|e| vec![format!("config file {name}: {e}")])?;
     }
     let mut problems = Vec::new();
     for (section, key, kind) in KEYS {
@@ -446,10 +464,7 @@ pub fn load(
         }
     };
     match validate(raw, env) {
-        Ok(mut cfg) if problems.is_empty() => {
-            cfg.source = file.map(Path::to_path_buf);
-            Ok(cfg)
-        }
+        Ok(cfg) if problems.is_empty() => Ok(cfg),
         Ok(_) => Err(problems),
         Err(mut more) => {
             problems.append(&mut more);
@@ -634,6 +649,14 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         duration(&r.server.shutdown_grace),
         Duration::ZERO
     );
+    let max_connections = field!(
+        "server.max_connections",
+        usize::try_from(r.server.max_connections)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| "must be a whole number between 1 and 1000000".to_owned()),
+        1
+    );
     let placeholder = || BaseUrl {
         scheme: http::uri::Scheme::HTTPS,
         authority: http::uri::Authority::from_static("invalid"),
@@ -791,6 +814,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             client_token_file: opt_path(&r.server.client_token_file),
             max_request_body,
             shutdown_grace,
+            max_connections,
         },
         chatgpt: ChatgptConfig {
             enabled: r.chatgpt.enabled,
@@ -946,6 +970,7 @@ mod tests {
         assert_eq!(c.server.admin_listen, "127.0.0.1:7801".parse().unwrap());
         assert_eq!(c.server.max_request_body, 32 << 20);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.server.max_connections, 256);
         assert_eq!(
             c.chatgpt.base_url.to_string(),
             "https://chatgpt.com/backend-api/codex"

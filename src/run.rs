@@ -122,10 +122,14 @@ impl Sidecar {
             }
         }
         let mut not_applied = Vec::new();
-        let checks: [(&str, bool); 14] = [
+        let checks: [(&str, bool); 15] = [
             (
                 "server.shutdown_grace",
                 old.server.shutdown_grace != new.server.shutdown_grace,
+            ),
+            (
+                "server.max_connections",
+                old.server.max_connections != new.server.max_connections,
             ),
             (
                 "limits",

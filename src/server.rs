@@ -16,8 +16,17 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+mod busy;
+
+/// How long a client may take to send a request's headers (also how long an
+/// idle keep-alive connection stays open): slow clients cannot hold slots.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The parser's hard caps. Requests under them but over the sidecar's own
+/// limits (`proxy::headers::MAX_REQUEST_HEADERS`, `MAX_REQUEST_HEADER_BYTES`)
+/// get a JSON `431`; beyond them hyper answers a bare `431` and closes.
+const PARSER_MAX_HEADERS: usize = 1024;
+const PARSER_MAX_HEAD_BYTES: usize = 256 * 1024;
 
 /// The two bound sockets.
 pub struct Listeners {
@@ -50,10 +59,11 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(256 * 1024);
+        .max_headers(PARSER_MAX_HEADERS)
+        .max_buf_size(PARSER_MAX_HEAD_BYTES);
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(256 * 1024);
+        .max_header_list_size(PARSER_MAX_HEAD_BYTES as u32);
     b
 }
 
@@ -68,6 +78,7 @@ pub async fn run(
 ) {
     let graceful = GracefulShutdown::new();
     let builder = builder();
+    let refusals = busy::Refusals::new(app.config.server.max_connections);
     let admin_app = app.clone();
     let admin_task = tokio::spawn(serve_admin(admin_app, listeners.admin));
     let proxy = listeners.proxy;
@@ -85,17 +96,26 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // Over the cap: a clear 503 instead of a silent queue.
+                let Ok(slot) = app.connection_slots.clone().try_acquire_owned() else {
+                    refusals.refuse(stream);
+                    continue;
+                };
                 let app = app.clone();
                 let svc = service_fn(move |req| {
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(crate::proxy::handle(app, req).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    if first_bytes(&stream).await {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
                     }
+                    drop(slot);
                 });
             }
             _ = &mut shutdown => break,
@@ -116,6 +136,30 @@ pub async fn run(
         l.flush();
     }
     admin_task.abort();
+}
+
+/// Waits until the client sent enough to tell HTTP/1 from HTTP/2 (at most
+/// [`HEADER_READ_TIMEOUT`]): hyper-util's protocol sniffing has no timeout of
+/// its own, so a silent client would otherwise hold its slot for ever.
+async fn first_bytes(stream: &tokio::net::TcpStream) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
+                return true;
+            }
+            // A part of the HTTP/2 preface: peek returns at once, so pause.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(HEADER_READ_TIMEOUT, sniff)
+        .await
+        .unwrap_or(false)
 }
 
 async fn serve_admin(app: Arc<App>, listener: TcpListener) {

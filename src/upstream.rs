@@ -151,7 +151,7 @@ fn is_loopback(uri: &Uri) -> bool {
 /// Classifies a client error for `upstream_errors_total{kind}` and the message.
 pub fn classify(err: &(dyn StdError + 'static)) -> (&'static str, String) {
     let mut kind = "protocol";
-    let mut text = err.to_string();
+    let mut text = chain_text(err);
     let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = cur {
         if e.downcast_ref::<rustls::Error>().is_some() {
@@ -199,5 +199,51 @@ pub fn classify(err: &(dyn StdError + 'static)) -> (&'static str, String) {
             kind = "connect";
         }
     }
+    if kind == "protocol" && was_reset(err) {
+        kind = "reset";
+        text = format!("the upstream reset the connection ({text})");
+    }
     (kind, text)
+}
+
+/// The upstream closed the connection or reset the HTTP/2 stream before the
+/// answer was complete (hyper keeps h2's reason only in its text).
+fn was_reset(err: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        let t = e.to_string();
+        if t.contains("stream error received") || t.contains("connection reset") {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Every cause in the chain, outermost first ("client error (SendRequest)"
+/// alone tells the agent nothing), capped so an error page cannot grow it.
+fn chain_text(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let t = e.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = e.source();
+    }
+    let mut text = parts.join(": ");
+    if text.len() > 300 {
+        let mut end = 300;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }

@@ -24,15 +24,24 @@ use crate::upstream::BoxError;
 pub struct UpstreamBody {
     inner: Incoming,
     remaining: u64,
-    too_large: Arc<AtomicBool>,
+    fault: Arc<UploadFault>,
+}
+
+/// Why the upload ended early, so a failed upstream request is not blamed on
+/// the upstream when the agent's body was the cause.
+#[derive(Debug, Default)]
+pub struct UploadFault {
+    pub too_large: AtomicBool,
+    /// The agent's body broke off: it went away mid-upload or sent broken framing.
+    pub client_broke: AtomicBool,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, limit: u64, too_large: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: Incoming, limit: u64, fault: Arc<UploadFault>) -> Self {
         UpstreamBody {
             inner,
             remaining: limit,
-            too_large,
+            fault,
         }
     }
 }
@@ -62,14 +71,17 @@ impl Body for UpstreamBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
-                        this.too_large.store(true, Ordering::Relaxed);
+                        this.fault.too_large.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
                     this.remaining -= n;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.client_broke.store(true, Ordering::Relaxed);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -179,6 +191,8 @@ impl StreamBody {
     /// final event is broken (Codex retries it): it gets a `response.failed`
     /// event to send last, and is recorded as an upstream error.
     fn upstream_ended(&mut self) -> Option<Bytes> {
+        // Taken before `finish`, which forgets where in an event the body stopped.
+        let resync = self.observer.sse_resync();
         self.observer.finish();
         self.ended = true;
         if self.event_stream && self.observer.terminal().is_none() {
@@ -190,8 +204,9 @@ impl StreamBody {
             if let Some(ex) = self.exchange.as_mut() {
                 ex.upstream_failed(&err);
             }
+            let last = failed_event(resync, &err);
             self.finish(Outcome::UpstreamError);
-            return Some(err.sse_failed_event());
+            return Some(last);
         }
         let outcome = self.outcome_of_terminal();
         self.finish(outcome);
@@ -216,14 +231,25 @@ impl StreamBody {
         if let Some(ex) = self.exchange.as_mut() {
             ex.upstream_failed(&err);
         }
+        let last = failed_event(self.observer.sse_resync(), &err);
         self.finish(Outcome::UpstreamError);
         self.ended = true;
         if self.event_stream {
-            Poll::Ready(Some(Ok(Frame::data(err.sse_failed_event()))))
+            Poll::Ready(Some(Ok(Frame::data(last))))
         } else {
             Poll::Ready(Some(Err(cause)))
         }
     }
+}
+
+/// The closing `response.failed` event, after `resync`: a cut inside an event
+/// is ended first, so the agent reads ours whole.
+fn failed_event(resync: &[u8], err: &ApiError) -> Bytes {
+    let event = err.sse_failed_event();
+    let mut last = bytes::BytesMut::with_capacity(resync.len() + event.len());
+    last.extend_from_slice(resync);
+    last.extend_from_slice(&event);
+    last.freeze()
 }
 
 impl Body for StreamBody {

@@ -1,6 +1,31 @@
 //! Header rules (SPEC "Headers"): what goes to the upstream and what comes back.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+use crate::error::ApiError;
+
+/// Most request headers accepted (Codex sends about fifteen).
+pub const MAX_REQUEST_HEADERS: usize = 100;
+/// Most bytes of request header names and values together.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+
+/// Refuses a request head over the limits with `431` (before the route table:
+/// no record), so a client cannot make the sidecar forward or hold huge heads.
+pub fn check_request_head(h: &HeaderMap) -> Result<(), ApiError> {
+    let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if h.len() <= MAX_REQUEST_HEADERS && bytes <= MAX_REQUEST_HEADER_BYTES {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request_header_fields_too_large",
+        format!(
+            "the request has {} headers of {bytes} bytes; codex-sidecar accepts at most {MAX_REQUEST_HEADERS} headers of {MAX_REQUEST_HEADER_BYTES} bytes in all: drop the extra headers",
+            h.len()
+        ),
+    ))
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies use.
 const HOP_BY_HOP: [&str; 9] = [
@@ -140,6 +165,26 @@ mod tests {
             ]
         );
         assert_eq!(h["accept-encoding"], "identity");
+    }
+
+    #[test]
+    fn request_heads_over_the_limits_are_431() {
+        let mut h = HeaderMap::new();
+        for i in 0..MAX_REQUEST_HEADERS {
+            h.insert(
+                HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        assert!(check_request_head(&h).is_ok());
+        h.insert("x-one-more", HeaderValue::from_static("v"));
+        let e = check_request_head(&h).unwrap_err();
+        assert_eq!(e.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert!(e.message.contains("101 headers"), "{}", e.message);
+        let mut h = HeaderMap::new();
+        let big = "a".repeat(MAX_REQUEST_HEADER_BYTES);
+        h.insert("x-big", HeaderValue::from_str(&big).unwrap());
+        assert!(check_request_head(&h).is_err());
     }
 
     #[test]

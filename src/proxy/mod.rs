@@ -8,7 +8,7 @@ pub mod headers;
 pub mod route;
 pub mod session;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use crate::credentials::{ChatgptCred, ChatgptStatus, OrgCred};
 use crate::error::ApiError;
 use crate::limits::{LimitKey, Rejection};
 use crate::tap::BodyKind;
-use body::{ResponseBody, StreamBody, UpstreamBody};
+use body::{ResponseBody, StreamBody, UploadFault, UpstreamBody};
 use exchange::{Exchange, Outcome};
 use route::{Match, Route};
 use session::Pin;
@@ -36,6 +36,9 @@ const MAX_ERROR_BODY: usize = 1 << 20;
 /// Serves one request from the agent.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseBody> {
     let t0 = Instant::now();
+    if let Err(e) = headers::check_request_head(req.headers()) {
+        return plain_error(e);
+    }
     // Not an open proxy: only origin-form targets on our own routes. (HTTP/2
     // always carries :scheme and :authority; only HTTP/1 has absolute-form.)
     let absolute_form = req.version() < http::Version::HTTP_2
@@ -211,12 +214,8 @@ async fn forward(
     target.attach(&mut parts.headers);
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let too_large_flag = Arc::new(AtomicBool::new(false));
-    let up_body = UpstreamBody::new(
-        body,
-        app.config.server.max_request_body,
-        too_large_flag.clone(),
-    );
+    let fault = Arc::new(UploadFault::default());
+    let up_body = UpstreamBody::new(body, app.config.server.max_request_body, fault.clone());
     let up_req = Request::from_parts(parts, up_body);
 
     ex.sending();
@@ -237,8 +236,20 @@ async fn forward(
             ));
         }
         Ok(Err(e)) => {
-            if too_large_flag.load(Ordering::Relaxed) {
+            if fault.too_large.load(Ordering::Relaxed) {
                 return Err((too_large(app), Outcome::Rejected));
+            }
+            if fault.client_broke.load(Ordering::Relaxed) {
+                // The agent's fault, not the upstream's: no upstream error counted.
+                return Err((
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "the request body ended before it was complete (the client went away or sent broken chunked framing); send it again",
+                    )
+                    .with_code("request_body_incomplete"),
+                    Outcome::ClientCancelled,
+                ));
             }
             let (kind, text) = crate::upstream::classify(&e);
             crate::telemetry::upstream_error(kind);
@@ -295,9 +306,32 @@ async fn forward(
             Outcome::UpstreamError,
         ));
     }
-    let kind = if headers::is_encoded(&parts.headers) {
-        BodyKind::Other
-    } else if sse {
+    if headers::is_encoded(&parts.headers) {
+        // Asked for identity: a compressed answer cannot be read for usage and
+        // limits, so it would go unbilled; a proxy on the way re-encodes it.
+        crate::telemetry::upstream_error("protocol");
+        let encoding = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .chars()
+            .take(32)
+            .collect::<String>();
+        return Err((
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!(
+                    "the upstream answered with content-encoding: {encoding} although codex-sidecar asked for identity; a proxy in front of {} is re-encoding answers",
+                    base.authority
+                ),
+            )
+            .with_code("upstream_invalid_response"),
+            Outcome::UpstreamError,
+        ));
+    }
+    let kind = if sse {
         BodyKind::Sse
     } else if headers::is_json(&parts.headers) {
         BodyKind::Json

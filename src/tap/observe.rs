@@ -141,6 +141,15 @@ impl Observer {
         self.scanner = Scanner::new(interest);
     }
 
+    /// Bytes to send before appending an event of the sidecar's own to an
+    /// event stream the upstream left unfinished (see `Scanner::resync`).
+    pub fn sse_resync(&self) -> &'static [u8] {
+        match self.kind {
+            BodyKind::Sse if !self.finished => self.scanner.resync(),
+            _ => b"",
+        }
+    }
+
     pub fn kind(&self) -> BodyKind {
         self.kind
     }

@@ -114,6 +114,21 @@ impl Scanner {
         }
     }
 
+    /// Bytes that make whatever is appended next start a fresh event: they end a
+    /// line the stream left open and dispatch the event it left pending (a
+    /// client drops or skips that broken event). Empty at an event boundary.
+    pub fn resync(&self) -> &'static [u8] {
+        let mid_line = self.partial != Partial::Line;
+        let mid_event = self.has_data || !self.name.is_empty() || self.dropped || self.skip_name;
+        match (mid_line, mid_event, self.after_cr) {
+            (true, _, _) => b"\n\n",
+            // A `\n` right after a chunk-ending `\r` only completes that line end.
+            (false, true, true) => b"\n\n",
+            (false, true, false) => b"\n",
+            (false, false, _) => b"",
+        }
+    }
+
     /// The rest of `chunk` after the line end at `end`, remembering a `\r` that closes the chunk.
     fn after_line_end<'c>(&mut self, chunk: &'c [u8], end: usize) -> &'c [u8] {
         if chunk[end] == b'\r' {
@@ -306,6 +321,46 @@ mod tests {
 
     fn keep_all(_: &[u8]) -> Interest {
         Interest::Keep
+    }
+
+    #[test]
+    fn resync_starts_a_fresh_event_wherever_the_stream_stopped() {
+        let appended = b"event: x\ndata: {}\n\n";
+        for cut in [
+            &b""[..],
+            b"data: {\"a\":1}\n\n",
+            b"data: {\"a\"",
+            b"data: {\"a\":1}\n",
+            b"event: y\n",
+            b"data: 1\r",
+            b"data: 1\r\n\r",
+            b": comment",
+            b"ev",
+        ] {
+            let mut s = Scanner::new(keep_all);
+            let mut names = Vec::new();
+            let mut sink = |e: Event<'_>| names.push(e.name.map(<[u8]>::to_vec));
+            s.feed(cut, &mut sink);
+            let resync = s.resync();
+            s.feed(resync, &mut sink);
+            s.feed(appended, &mut sink);
+            assert_eq!(
+                names.last(),
+                Some(&Some(b"x".to_vec())),
+                "after {:?}",
+                String::from_utf8_lossy(cut)
+            );
+            let mut whole = Scanner::new(keep_all);
+            let mut datas = Vec::new();
+            whole.feed(&[cut, resync, appended].concat(), &mut |e: Event<'_>| {
+                datas.push(e.data.to_vec())
+            });
+            assert_eq!(
+                datas.last(),
+                Some(&b"{}".to_vec()),
+                "in one piece after {cut:?}"
+            );
+        }
     }
 
     fn skip_deltas(name: &[u8]) -> Interest {

@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use codex_sidecar::run::Sidecar;
-pub use upstream::{End, FakeUpstream, Reply, Seen};
+pub use upstream::{Cert, End, FakeUpstream, Options, Reply, Seen};
 
 pub const ORG_KEY: &str = "sk-org-test-5f1e2d3c4b5a69788796a5b4";
 pub const ACCOUNT_ID: &str = "acct-7d2f9a41-aaaa-bbbb-cccc-0123456789ab";

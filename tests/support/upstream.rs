@@ -1,7 +1,8 @@
 //! An in-process fake model upstream over TLS (HTTP/2 by ALPN and HTTP/1.1),
 //! with a test CA made on the spot. It records every request and plays
 //! scripted answers: SSE streams with delays, JSON, errors, odd chunking,
-//! stalls, resets and HTML pages.
+//! stalls, resets and HTML pages. [`Options`] make the listener itself
+//! misbehave: bad certificates, HTTP/1.1 only, connections closed after each answer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -47,6 +48,34 @@ pub enum End {
     Stall,
     /// Abort the body with an error (the connection is cut).
     Reset,
+    /// No answer at all: the connection (HTTP/1.1) or stream (HTTP/2) is reset
+    /// before any response header; chunks and status are ignored.
+    ResetBeforeHead,
+}
+
+/// Which certificate the fake upstream presents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cert {
+    /// `localhost` and 127.0.0.1, signed by the CA in `ca_file`.
+    #[default]
+    Good,
+    /// Signed by the CA, but for `wrong.example` only.
+    WrongHost,
+    /// For `localhost`, signed by the CA, expired in 2020.
+    Expired,
+    /// For `localhost`, signed by a CA nobody trusts.
+    UnknownCa,
+}
+
+/// How the listener behaves (everything well by default).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub cert: Cert,
+    /// Offer only HTTP/1.1 by ALPN.
+    pub http1_only: bool,
+    /// Close each connection once its first answer was sent, as servers with a
+    /// short keep-alive do (HTTP/1.1: the socket closes; HTTP/2: GOAWAY).
+    pub close_after_answer: bool,
 }
 
 /// One scripted answer.
@@ -113,6 +142,8 @@ pub struct FakeUpstream {
     pub cancelled: Arc<AtomicUsize>,
     /// Connections currently open.
     pub open_connections: Arc<AtomicUsize>,
+    /// TLS connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
     pub ca_file: PathBuf,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
@@ -141,8 +172,15 @@ impl FakeUpstream {
     pub async fn start(
         script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
     ) -> FakeUpstream {
+        FakeUpstream::start_with(Options::default(), script).await
+    }
+
+    pub async fn start_with(
+        options: Options,
+        script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeUpstream {
         let dir = tempfile::tempdir().unwrap();
-        let (ca_pem, cert_der, key_der) = make_certs();
+        let (ca_pem, cert_der, key_der) = make_certs(options.cert);
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -152,36 +190,67 @@ impl FakeUpstream {
             .with_no_client_auth()
             .with_single_cert(vec![cert_der], key_der)
             .unwrap();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tls.alpn_protocols = if options.http1_only {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let cancelled = Arc::new(AtomicUsize::new(0));
         let open_connections = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let script: Arc<Script> = Arc::new(script);
-        let (s2, c2, o2) = (seen.clone(), cancelled.clone(), open_connections.clone());
+        let (s2, c2, o2, a2) = (
+            seen.clone(),
+            cancelled.clone(),
+            open_connections.clone(),
+            accepted.clone(),
+        );
+        let close_after_answer = options.close_after_answer;
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let acceptor = acceptor.clone();
-                let (seen, cancelled, open, script) =
-                    (s2.clone(), c2.clone(), o2.clone(), script.clone());
+                let (seen, cancelled, open, accepted, script) = (
+                    s2.clone(),
+                    c2.clone(),
+                    o2.clone(),
+                    a2.clone(),
+                    script.clone(),
+                );
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    accepted.fetch_add(1, Ordering::SeqCst);
                     open.fetch_add(1, Ordering::SeqCst);
+                    let answered = Arc::new(tokio::sync::Notify::new());
+                    let on_answer = close_after_answer.then(|| answered.clone());
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (seen, cancelled, script) =
-                            (seen.clone(), cancelled.clone(), script.clone());
-                        async move { Ok::<_, Infallible>(answer(req, seen, cancelled, script).await) }
+                        let (seen, cancelled, script, on_answer) = (
+                            seen.clone(),
+                            cancelled.clone(),
+                            script.clone(),
+                            on_answer.clone(),
+                        );
+                        async move { answer(req, seen, cancelled, script, on_answer).await }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = answered.notified() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -191,6 +260,7 @@ impl FakeUpstream {
             seen,
             cancelled,
             open_connections,
+            accepted,
             ca_file,
             _dir: dir,
             task,
@@ -203,7 +273,8 @@ async fn answer(
     seen: Arc<Mutex<Vec<Seen>>>,
     cancelled: Arc<AtomicUsize>,
     script: Arc<Script>,
-) -> Response<ChanBody> {
+    on_answer: Option<Arc<tokio::sync::Notify>>,
+) -> Result<Response<ChanBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -229,6 +300,11 @@ async fn answer(
     };
     let reply = script(&s, n);
     tokio::time::sleep(reply.head_delay).await;
+    if matches!(reply.end, End::ResetBeforeHead) {
+        return Err(std::io::Error::other(
+            "scripted reset before the response head",
+        ));
+    }
     let (tx, rx) = mpsc::channel(16);
     let chunks = reply.chunks.clone();
     let end = reply.end.clone();
@@ -251,9 +327,10 @@ async fn answer(
             End::Reset => {
                 let _ = tx.send(Err(std::io::Error::other("scripted reset"))).await;
             }
+            End::ResetBeforeHead => {}
         }
     });
-    let mut resp = Response::new(ChanBody(rx));
+    let mut resp = Response::new(ChanBody(rx, on_answer));
     *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
     for (k, v) in &reply.headers {
         resp.headers_mut().append(
@@ -261,11 +338,22 @@ async fn answer(
             http::HeaderValue::from_str(v).unwrap(),
         );
     }
-    resp
+    Ok(resp)
 }
 
-/// A body fed from a channel.
-pub struct ChanBody(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
+/// A body fed from a channel; tells the connection when it was sent (or dropped).
+pub struct ChanBody(
+    mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+    Option<Arc<tokio::sync::Notify>>,
+);
+
+impl Drop for ChanBody {
+    fn drop(&mut self) {
+        if let Some(n) = &self.1 {
+            n.notify_one();
+        }
+    }
+}
 
 impl Body for ChanBody {
     type Data = Bytes;
@@ -279,8 +367,10 @@ impl Body for ChanBody {
     }
 }
 
-/// A CA and a `localhost`/127.0.0.1 leaf signed by it.
-fn make_certs() -> (
+/// A CA (written to `ca_file`) and the leaf `cert` asks for.
+fn make_certs(
+    cert: Cert,
+) -> (
     String,
     rustls::pki_types::CertificateDer<'static>,
     rustls::pki_types::PrivateKeyDer<'static>,
@@ -294,9 +384,28 @@ fn make_certs() -> (
         .push(rcgen::DnType::CommonName, "codex-sidecar test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let names = if cert == Cert::WrongHost {
+        vec!["wrong.example".to_string()]
+    } else {
+        vec!["localhost".to_string(), "127.0.0.1".to_string()]
+    };
+    let mut leaf_params = CertificateParams::new(names).unwrap();
+    if cert == Cert::Expired {
+        leaf_params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        leaf_params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    }
+    let (other_key, other_params) = (KeyPair::generate().unwrap(), {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "nobody trusts this CA");
+        p
+    });
+    let issuer = if cert == Cert::UnknownCa {
+        rcgen::Issuer::from_params(&other_params, &other_key)
+    } else {
+        rcgen::Issuer::from_params(&ca_params, &ca_key)
+    };
     let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
     (
         ca.pem(),
