@@ -113,9 +113,11 @@ impl Sidecar {
     /// level. Returns what could not be applied without a restart.
     pub fn reload(&self, new: &Config, log: Option<&crate::telemetry::LogReload>) -> Vec<String> {
         let old = &self.app.config;
+        let before = Fingerprints::of(&self.app);
         self.app
             .creds
             .set_sources(crate::credentials::Sources::from_config(new));
+        before.reset_changed_limits(&self.app);
         if let Some(log) = log {
             if let Err(e) = log.set_level(&new.log.level) {
                 tracing::warn!(error = %e, "log.level not applied");
@@ -193,7 +195,51 @@ async fn watch_credentials(app: Arc<App>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let before = Fingerprints::of(&app);
         app.creds.reload();
+        before.reset_changed_limits(&app);
+    }
+}
+
+/// Which credential each source holds (digests, never the secrets), so a
+/// credential changed from outside (a reconnect, a new key) is told apart from
+/// the sidecar's own token refresh, which happens between polls.
+struct Fingerprints {
+    chatgpt: Option<(String, [u8; 32])>,
+    org: Option<[u8; 32]>,
+}
+
+impl Fingerprints {
+    fn of(app: &App) -> Fingerprints {
+        use sha2::Digest;
+        let digest = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
+        Fingerprints {
+            chatgpt: match app.creds.chatgpt() {
+                crate::credentials::ChatgptStatus::Connected(c) => Some((
+                    c.account_hash.as_str().to_owned(),
+                    digest(c.authorization.as_bytes()),
+                )),
+                _ => None,
+            },
+            org: app.creds.org().map(|o| digest(o.authorization.as_bytes())),
+        }
+    }
+
+    /// SPEC: an exhausted account clears on a credential change. The account
+    /// that now holds a new credential starts over at `ok`.
+    fn reset_changed_limits(&self, app: &App) {
+        let now = Fingerprints::of(app);
+        if let Some((account, token)) = &now.chatgpt {
+            if self.chatgpt.as_ref().is_none_or(|(_, t)| t != token) {
+                app.limits.reset_account(&crate::limits::LimitKey::new(
+                    crate::billing::Billing::ChatgptPlan,
+                    account.as_str(),
+                ));
+            }
+        }
+        if now.org.is_some() && now.org != self.org {
+            app.limits.reset_account(&crate::limits::LimitKey::org());
+        }
     }
 }
 

@@ -267,3 +267,87 @@ async fn an_event_stream_without_its_final_event_is_an_upstream_error() {
         assert_eq!(r["usage"], serde_json::Value::Null);
     }
 }
+
+/// A client that leaves while its request is held has seen no status: its
+/// record says 499 (never 0, which no reader of the ledger accepts).
+#[tokio::test]
+async fn a_client_gone_while_held_is_recorded_499_and_the_ledger_verifies() {
+    let up = FakeUpstream::start(|_, n| {
+        if n == 0 {
+            Reply::json(
+                429,
+                r#"{"error":{"type":"rate_limit_exceeded","message":"slow down"}}"#,
+            )
+            .header("retry-after", "5")
+        } else {
+            Reply::sse(upstream::responses_stream(&["a"], "gpt-5.4", (1, 0, 1, 0)))
+        }
+    })
+    .await;
+    let h = start(
+        &up,
+        Setup {
+            extra: "[limits]\nmax_hold = \"30s\"\n".into(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let c = client();
+    let url = format!("{}/v1/responses", h.base);
+    let (p, _) = send(&c, post(&url, "s", BODY)).await;
+    assert_eq!(p.status, 429);
+    let held = tokio::time::timeout(Duration::from_millis(300), send(&c, post(&url, "s", BODY)));
+    assert!(held.await.is_err(), "the request is held by the pause");
+    let recs = h.wait_records(2).await;
+    assert_eq!(
+        (
+            recs[1]["status"].as_u64(),
+            recs[1]["outcome"].as_str(),
+            recs[1]["billing"].as_str()
+        ),
+        (Some(499), Some("client_cancelled"), Some("chatgpt_plan"))
+    );
+    assert_eq!(up.count(), 1, "the held request never reached the upstream");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_codex-sidecar"))
+        .args(["ledger", "verify", "--file"])
+        .arg(&h.ledger)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A request refused before its session is pinned is recorded with the source
+/// the session would have had: a plan session's 413 is not OCU-billable.
+#[tokio::test]
+async fn refusals_before_the_pin_carry_the_billing_the_session_would_have() {
+    let up = FakeUpstream::start(|_, _| {
+        Reply::sse(upstream::responses_stream(&["a"], "gpt-5.4", (1, 0, 1, 0)))
+    })
+    .await;
+    let h = start(
+        &up,
+        Setup {
+            extra: "[server]\nmax_request_body = \"1KiB\"\n".into(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let c = client();
+    let url = format!("{}/v1/responses", h.base);
+    let big = "x".repeat(4096);
+    let (p, _) = send(&c, post(&url, "new", &big)).await;
+    assert_eq!(p.status, 413);
+    let r = &h.wait_records(1).await[0];
+    assert_eq!(
+        (
+            r["billing"].as_str(),
+            r["ocu_billable"].as_bool(),
+            r["outcome"].as_str()
+        ),
+        (Some("chatgpt_plan"), Some(false), Some("rejected"))
+    );
+}

@@ -251,3 +251,96 @@ async fn limit_and_credential_changes_are_posted_to_events_url() {
         "no secret or account id in events"
     );
 }
+
+/// SPEC: an exhausted account clears on a credential change (a reconnect, a new
+/// org key), found by the file poll; until then nothing reaches the upstream.
+#[tokio::test]
+async fn a_credential_change_clears_an_exhausted_account() {
+    let resets_at = codex_sidecar::time::unix_now() + 3600;
+    let up = FakeUpstream::start(move |s, n| {
+        if n >= 2 {
+            ok_stream()
+        } else if s.path_and_query.starts_with("/backend-api/") {
+            usage_limit(resets_at)
+        } else {
+            Reply::json(
+                429,
+                r#"{"error":{"type":"insufficient_quota","code":"insufficient_quota","message":"You exceeded your current quota"}}"#,
+            )
+        }
+    })
+    .await;
+    let h = start(&up, Setup::default()).await;
+    let c = client();
+    let url = format!("{}/v1/responses", h.base);
+    // The plan session, then (after a disconnect) an org session, both used up.
+    assert_eq!(send(&c, post(&url, "plan", BODY)).await.0.status, 429);
+    std::fs::remove_file(&h.auth_file).unwrap();
+    h.sidecar.app.creds.reload();
+    assert_eq!(send(&c, post(&url, "org", BODY)).await.0.status, 429);
+    assert_eq!(send(&c, post(&url, "org", BODY)).await.0.status, 429);
+    assert_eq!(up.count(), 2, "the second org request stays local");
+    // Reconnect the same account with new tokens, and put a new org key in place.
+    write_chatgpt_auth(&h.auth_file, &access_token("renewed"), ACCOUNT_ID);
+    write_secret(&h.org_file, "sk-org-new-key-0000000000000000");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = json(
+            &send(
+                &c,
+                Request::get(format!("{}/status", h.admin()))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .1,
+        );
+        let states: Vec<String> = status["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["state"].as_str().unwrap().to_owned())
+            .collect();
+        if states.iter().all(|s| s == "ok") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {states:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(send(&c, post(&url, "plan", BODY)).await.0.status, 200);
+    assert_eq!(send(&c, post(&url, "org", BODY)).await.0.status, 200);
+    assert_eq!(up.count(), 4);
+    assert_eq!(
+        up.requests()[3].header("authorization"),
+        Some("Bearer sk-org-new-key-0000000000000000")
+    );
+}
+
+/// CASES.md 9, the other way round: an upstream Retry-After the agent cannot
+/// use (garbled, negative, years away) is replaced by the reset the sidecar knows.
+#[tokio::test]
+async fn case_09_an_unusable_upstream_retry_after_becomes_the_known_reset() {
+    for bad in ["abc", "-5", "99999999"] {
+        let up = FakeUpstream::start(move |_, _| {
+            Reply::json(429, r#"{"error":{"type":"rate_limit_exceeded","code":"rate_limit_exceeded","message":"Rate limit reached. Please try again in 1.5s."}}"#)
+                .header("retry-after", bad)
+        })
+        .await;
+        let h = start(
+            &up,
+            Setup {
+                chatgpt: false,
+                ..Setup::default()
+            },
+        )
+        .await;
+        let (p, _) = send(
+            &client(),
+            post(&format!("{}/v1/responses", h.base), "s", BODY),
+        )
+        .await;
+        assert_eq!(p.status, 429);
+        let all: Vec<_> = p.headers.get_all("retry-after").iter().collect();
+        assert_eq!(all, ["2"], "retry-after {bad:?} is replaced, once");
+    }
+}

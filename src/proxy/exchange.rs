@@ -153,6 +153,7 @@ impl Exchange {
                 self.app.limits.observe_success(permit);
             }
         }
+        let status = recorded_status(self.status, outcome);
         let record = Record {
             id: self.id.clone(),
             ts: Timestamp::now(),
@@ -165,7 +166,7 @@ impl Exchange {
             billing,
             route: self.route,
             model: self.model.clone(),
-            status: self.status,
+            status,
             outcome,
             usage,
             upstream_request_id: self.upstream_request_id.clone(),
@@ -178,7 +179,7 @@ impl Exchange {
             // Errors are counted and logged by the ledger itself.
             let _ = ledger.append(&record);
         }
-        let class = match self.status {
+        let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
             300..=399 => "3xx",
@@ -228,6 +229,16 @@ impl Drop for Exchange {
         if !self.finished {
             self.finish(Outcome::ClientCancelled, None);
         }
+    }
+}
+
+/// The status of the record: what the agent saw, or, when it went away before
+/// any status was sent, 499 (nginx's "client closed request"; never 0).
+fn recorded_status(status: u16, outcome: Outcome) -> u16 {
+    match (status, outcome) {
+        (0, Outcome::ClientCancelled) => 499,
+        (0, _) => 502,
+        (s, _) => s,
     }
 }
 

@@ -33,6 +33,9 @@ use session::Pin;
 /// Largest upstream error body read to classify it (limit signals, error kind).
 const MAX_ERROR_BODY: usize = 1 << 20;
 
+/// The longest upstream `Retry-After` passed on as it is (a week).
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Serves one request from the agent.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseBody> {
     let t0 = Instant::now();
@@ -103,6 +106,12 @@ enum Answer {
 
 async fn run(app: &Arc<App>, ex: &mut Exchange, req: Request<Incoming>) -> Result<Answer, Failure> {
     let route = ex.route;
+    // Until the session is pinned below, a refusal is recorded with the billing
+    // source the session has, or would get (never a default that bills the org).
+    ex.pin = app
+        .sessions
+        .peek(&ex.session)
+        .or_else(|| choose_pin(app).ok());
     check_client_token(app, req.headers()).map_err(|e| (e, Outcome::Rejected))?;
     if app.draining.load(Ordering::Relaxed) {
         return Err((
@@ -420,7 +429,18 @@ async fn upstream_error_answer(
         return Ok(Answer::Done(r));
     };
     if let Some(secs) = retry_after {
-        if !resp.headers().contains_key(header::RETRY_AFTER) {
+        // CASES.md 9: the agent gets a Retry-After it can use. The upstream's
+        // own stays when it is one; a missing, garbled, negative or absurd one
+        // (Codex would fail at once, or wait for years) becomes the known reset.
+        let usable = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                crate::limits::signals::parse_retry_after(v, std::time::SystemTime::now())
+            })
+            .is_some_and(|d| d <= MAX_RETRY_AFTER);
+        if !usable {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

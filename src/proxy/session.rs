@@ -111,6 +111,12 @@ impl Sessions {
         Ok(pin)
     }
 
+    /// The session's pin, if it has one, without counting a request.
+    pub fn peek(&self, id: &str) -> Option<Pin> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id).map(|e| e.pin.clone())
+    }
+
     /// Moves a `chatgpt_plan` session to `org` (the plan is used up and the org opted in).
     pub fn fall_back_to_org(&self, id: &str) -> Option<Pin> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
