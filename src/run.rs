@@ -40,6 +40,7 @@ pub async fn start(config: Config, env: Box<EnvFn>) -> Result<Sidecar, Vec<Strin
         .admin_addr()
         .ok_or_else(|| vec!["cannot read the bound address".to_owned()])?;
     let mut background = Vec::new();
+    background.push(tokio::spawn(crate::telemetry::metrics_upkeep()));
     background.push(tokio::spawn(watch_credentials(app.clone())));
     background.push(tokio::spawn(refresh_tokens(app.clone())));
     let limits = app.limits.clone();

@@ -46,6 +46,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Drains histogram samples into their buckets every few seconds: the
+/// recorder otherwise keeps every sample until the next scrape, so a sidecar
+/// nobody scrapes (a developer's machine) would grow for ever.
+pub async fn metrics_upkeep() {
+    let handle = metrics_handle();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     describe_counter!(
         "codex_sidecar_requests_total",

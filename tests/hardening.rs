@@ -460,3 +460,40 @@ async fn connections_beyond_max_connections_get_a_clear_503() {
     a_good_request_still_works(&h).await;
     assert_eq!(h.wait_records(1).await.len(), 1);
 }
+
+#[tokio::test]
+async fn host_header_tricks_cannot_pick_the_upstream() {
+    let _serial = GLOBAL_METRICS.lock().await;
+    // HTTP/1.1 upstream: its `host` header shows where the sidecar connected.
+    let up = FakeUpstream::start_with(
+        Options {
+            http1_only: true,
+            ..Options::default()
+        },
+        |_, _| ok_stream(),
+    )
+    .await;
+    let h = start(&up, Setup::default()).await;
+    for tricks in [
+        "host: evil.example\r\n",
+        "host: evil.example:443\r\nx-forwarded-host: evil.example\r\nforwarded: host=evil.example\r\n",
+        "host: 169.254.169.254\r\nx-original-url: http://169.254.169.254/latest/meta-data\r\n",
+    ] {
+        let request = format!(
+            "POST /v1/responses HTTP/1.1\r\n{tricks}content-type: application/json\r\nsession-id: s\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let answer = exchange(h.sidecar.proxy_addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{tricks}: {answer}");
+    }
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3, "all went to the configured upstream");
+    for s in &seen {
+        assert_eq!(
+            s.header("host"),
+            Some(format!("localhost:{}", up.addr.port()).as_str()),
+            "the client's host is never forwarded"
+        );
+        assert_eq!(s.path_and_query, "/backend-api/codex/responses");
+    }
+}
