@@ -153,6 +153,16 @@ async fn slow_clients_are_cut_by_the_header_read_timeout() {
         waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
         "cut after {waited:?}"
     );
+    // The same on the admin listener.
+    let t0 = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(h.sidecar.admin_addr).await.unwrap();
+    silent.read_to_end(&mut buf).await.unwrap();
+    let waited = t0.elapsed();
+    assert!(buf.is_empty());
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "admin cut after {waited:?}"
+    );
     // Slowloris: one header line every 5 s is still cut 30 s after it began.
     let t0 = tokio::time::Instant::now();
     let mut slow = TcpStream::connect(h.sidecar.proxy_addr).await.unwrap();
