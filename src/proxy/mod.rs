@@ -39,11 +39,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseB
     if let Err(e) = headers::check_request_head(req.headers()) {
         return plain_error(e);
     }
-    // Not an open proxy: only origin-form targets on our own routes.
-    if req.method() == Method::CONNECT
-        || req.uri().scheme().is_some()
-        || req.uri().authority().is_some()
-    {
+    // Not an open proxy: only origin-form targets on our own routes. (HTTP/2
+    // always carries :scheme and :authority, like Host; neither picks the upstream.)
+    let absolute_form = req.version() < http::Version::HTTP_2
+        && (req.uri().scheme().is_some() || req.uri().authority().is_some());
+    if req.method() == Method::CONNECT || absolute_form {
         return plain_error(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
