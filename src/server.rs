@@ -162,8 +162,12 @@ async fn first_bytes(stream: &tokio::net::TcpStream) -> bool {
         .unwrap_or(false)
 }
 
+/// Admin connections served at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 async fn serve_admin(app: Arc<App>, listener: TcpListener) {
     let builder = builder();
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -173,16 +177,22 @@ async fn serve_admin(app: Arc<App>, listener: TcpListener) {
                 continue;
             }
         };
+        // Scrapers and health checks need a few connections; more are dropped
+        // so a flood here cannot use up the process's file descriptors.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let app = app.clone();
         let svc = service_fn(move |req| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(crate::admin::handle(&app, req)) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if first_bytes(&stream).await {
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            }
+            drop(slot);
         });
     }
 }

@@ -203,7 +203,7 @@ pub fn classify(err: &(dyn StdError + 'static)) -> (&'static str, String) {
         kind = "reset";
         text = format!("the upstream reset the connection ({text})");
     }
-    (kind, text)
+    (kind, capped(text))
 }
 
 /// The upstream closed the connection or reset the HTTP/2 stream before the
@@ -237,7 +237,10 @@ fn chain_text(err: &(dyn StdError + 'static)) -> String {
         }
         cur = e.source();
     }
-    let mut text = parts.join(": ");
+    capped(parts.join(": "))
+}
+
+fn capped(mut text: String) -> String {
     if text.len() > 300 {
         let mut end = 300;
         while !text.is_char_boundary(end) {
@@ -246,4 +249,50 @@ fn chain_text(err: &(dyn StdError + 'static)) -> String {
         text.truncate(end);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(Box<dyn StdError + Send + Sync>);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (SendRequest)")
+        }
+    }
+
+    impl StdError for Outer {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(self.0.as_ref())
+        }
+    }
+
+    #[test]
+    fn kinds_and_the_whole_cause() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify(&Outer(Box::new(refused))).0, "connect");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(classify(&Outer(Box::new(reset))).0, "reset");
+        // An HTTP/2 stream reset is known only by its text.
+        let h2 = Outer(Box::new(std::io::Error::other(
+            "stream error received: unexpected internal error encountered",
+        )));
+        let (kind, text) = classify(&h2);
+        assert_eq!(kind, "reset");
+        assert!(text.contains("unexpected internal error"), "{text}");
+        let tls = Outer(Box::new(std::io::Error::other(
+            "invalid peer certificate: Expired",
+        )));
+        assert_eq!(classify(&tls).0, "tls");
+        // The outer text alone says nothing: the cause is kept, capped.
+        let long = Outer(Box::new(std::io::Error::other("x".repeat(1000))));
+        let (kind, text) = classify(&long);
+        assert_eq!(kind, "protocol");
+        assert!(text.starts_with("x"), "{text}");
+        assert!(text.len() <= 300);
+    }
 }

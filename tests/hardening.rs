@@ -153,6 +153,16 @@ async fn slow_clients_are_cut_by_the_header_read_timeout() {
         waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
         "cut after {waited:?}"
     );
+    // The same on the admin listener.
+    let t0 = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(h.sidecar.admin_addr).await.unwrap();
+    silent.read_to_end(&mut buf).await.unwrap();
+    let waited = t0.elapsed();
+    assert!(buf.is_empty());
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "admin cut after {waited:?}"
+    );
     // Slowloris: one header line every 5 s is still cut 30 s after it began.
     let t0 = tokio::time::Instant::now();
     let mut slow = TcpStream::connect(h.sidecar.proxy_addr).await.unwrap();
@@ -496,4 +506,75 @@ async fn host_header_tricks_cannot_pick_the_upstream() {
         );
         assert_eq!(s.path_and_query, "/backend-api/codex/responses");
     }
+}
+
+#[tokio::test]
+async fn http2_clients_get_the_same_limits_and_cancels_are_recorded_once() {
+    let _serial = GLOBAL_METRICS.lock().await;
+    let mut events = upstream::responses_stream(&["one"], "gpt-5.4", (50, 0, 1, 0));
+    events.truncate(3);
+    let up = FakeUpstream::start(move |s, _| match s.header("session-id") {
+        Some("h2-stall") => Reply::sse(events.clone()).ending(End::Stall),
+        _ => ok_stream(),
+    })
+    .await;
+    let h = start(&up, Setup::default()).await;
+    // h2c with prior knowledge, as an HTTP/2 client on loopback would speak.
+    let c: TestClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let url = format!("{}/v1/responses", h.base);
+    let mut req = post(&url, "h2-big", BODY);
+    for i in 0..101 {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+            http::HeaderValue::from_static("v"),
+        );
+    }
+    let (p, b) = send(&c, req).await;
+    assert_eq!(p.version, http::Version::HTTP_2);
+    assert_eq!(p.status, 431);
+    assert_eq!(json(&b)["error"]["type"], "request_header_fields_too_large");
+    // Three streams on one connection: one completes, two are reset mid-stream.
+    let (p, b) = send(&c, post(&url, "h2-ok", BODY)).await;
+    assert_eq!(p.status, 200);
+    assert!(String::from_utf8_lossy(&b).contains("response.completed"));
+    for _ in 0..2 {
+        let resp = c.request(post(&url, "h2-stall", BODY)).await.unwrap();
+        let mut body = resp.into_body();
+        use http_body_util::BodyExt;
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        drop(body);
+    }
+    let recs = h.wait_records(3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.records().len(), 3, "one record each");
+    let outcomes: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["session"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("h2-ok", "completed"),
+            ("h2-stall", "client_cancelled"),
+            ("h2-stall", "client_cancelled")
+        ]
+    );
+    eventually("both stalled upstream bodies cancelled", || {
+        up.cancelled.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    drop(c);
+    eventually("connection slots freed", || {
+        h.sidecar.app.open_connections() == 0
+    })
+    .await;
+    assert_eq!(gauge_sum(&h, "codex_sidecar_inflight_requests").await, 0.0);
 }

@@ -43,7 +43,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<ResponseB
         return plain_error(e);
     }
     // Not an open proxy: only origin-form targets on our own routes. (HTTP/2
-    // always carries :scheme and :authority; only HTTP/1 has absolute-form.)
+    // always carries :scheme and :authority, like Host; neither picks the upstream.)
     let absolute_form = req.version() < http::Version::HTTP_2
         && (req.uri().scheme().is_some() || req.uri().authority().is_some());
     if req.method() == Method::CONNECT || absolute_form {
