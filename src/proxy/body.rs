@@ -140,6 +140,8 @@ pub struct StreamBody {
     /// A last frame to send before ending (the `response.failed` of an error).
     pending: Option<Bytes>,
     ended: bool,
+    /// Bytes still to come when the upstream declared a length (`Content-Length`).
+    remaining: Option<u64>,
 }
 
 impl StreamBody {
@@ -151,6 +153,7 @@ impl StreamBody {
         exchange: Exchange,
     ) -> Self {
         StreamBody {
+            remaining: inner.size_hint().exact(),
             inner,
             observer: Observer::new(kind),
             event_stream,
@@ -215,6 +218,9 @@ impl Body for StreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    if let Some(r) = this.remaining.as_mut() {
+                        *r = r.saturating_sub(data.len() as u64);
+                    }
                     let t = Instant::now();
                     let feed = this.observer.feed(data);
                     if let Some(deadline) =
@@ -233,6 +239,16 @@ impl Body for StreamBody {
                         let outcome = this.outcome_of_terminal();
                         this.finish(outcome);
                     }
+                }
+                if this.remaining == Some(0) || this.inner.is_end_stream() {
+                    // The upstream body is complete (its Content-Length is in, or the end
+                    // of stream came with the data). End it here: hyper stops polling a
+                    // body once it has written Content-Length bytes, so the end would
+                    // otherwise look like the agent going away.
+                    this.observer.finish();
+                    let outcome = this.outcome_of_terminal();
+                    this.finish(outcome);
+                    this.ended = true;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
