@@ -39,6 +39,8 @@ pub struct Options {
     pub criterion: PathBuf,
     pub commands: Vec<String>,
     pub notes: PathBuf,
+    /// Only drive the sidecar (under `--wrap-sidecar`) with a fixed load, for a profiler.
+    pub profile: bool,
 }
 
 impl Options {
@@ -54,7 +56,9 @@ impl Options {
                 codex: PathBuf::from(
                     "target/tools/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
                 ),
+                wrap_sidecar: Vec::new(),
             },
+            profile: false,
             criterion: PathBuf::from("target/criterion"),
             commands: Vec::new(),
             notes: PathBuf::from("benches/PROFILE.md"),
@@ -77,6 +81,10 @@ impl Options {
                 "--criterion" => o.criterion = value(a)?.into(),
                 "--command" => o.commands.push(value(a)?),
                 "--notes" => o.notes = value(a)?.into(),
+                "--profile" => o.profile = true,
+                "--wrap-sidecar" => {
+                    o.tools.wrap_sidecar = value(a)?.split_whitespace().map(str::to_owned).collect()
+                }
                 other => {
                     return Err(format!(
                         "unknown option {other:?} (see benches/macro/plan.rs)"
@@ -151,6 +159,9 @@ fn say(msg: impl AsRef<str>) {
 }
 
 pub async fn run(o: Options) -> Result<(), String> {
+    if o.profile {
+        return profile(&o).await;
+    }
     let t0 = Instant::now();
     let mut r = Results::new(&o);
     r.nofile = raise_nofile();
@@ -325,3 +336,30 @@ fn cpu_per_request(t: &Running, before: Option<f64>, requests: u64) -> Option<f6
 
 /// Values of one target, by kind.
 pub type ByKind<T> = HashMap<Kind, T>;
+
+/// A fixed load on the sidecar alone: JSON requests, then streams. Run under a profiler with
+/// `--wrap-sidecar`; the profile is written when the sidecar stops at the end.
+async fn profile(o: &Options) -> Result<(), String> {
+    let upstream = Upstream::start(format!("Bearer {API_KEY}")).await?;
+    let t = Running::spawn(Kind::Sidecar, &o.tools, upstream.addr).await?;
+    say(format!(
+        "sidecar ready after {:.0} ms",
+        t.ready.as_secs_f64() * 1e3
+    ));
+    let secs = Duration::from_secs(if o.quick { 3 } else { 15 });
+    let json = load::closed_loop(t.dest(), 8, secs, request_body("json")).await;
+    say(format!(
+        "{} JSON requests ({} errors)",
+        json.ok, json.errors
+    ));
+    let ev =
+        streams::event_delays(t.dest(), 16, secs, STREAM_EVENTS, Duration::from_millis(1)).await;
+    say(format!(
+        "{} streams, {} events ({} errors)",
+        ev.streams,
+        ev.delays.len(),
+        ev.errors
+    ));
+    t.stop().await;
+    Ok(())
+}

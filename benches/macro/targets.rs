@@ -48,6 +48,8 @@ pub struct Tools {
     pub nginx: PathBuf,
     pub nginx_conf: PathBuf,
     pub codex: PathBuf,
+    /// A command the sidecar runs under (a profiler: `valgrind --tool=callgrind ...`).
+    pub wrap_sidecar: Vec<String>,
 }
 
 pub struct Running {
@@ -125,7 +127,14 @@ impl Running {
             Kind::Direct => return Ok(Running::direct(upstream)),
             Kind::Sidecar => {
                 let admin = loopback(free_port()?);
-                let mut c = command(&tools.sidecar, dir.path());
+                let mut c = match tools.wrap_sidecar.split_first() {
+                    Some((program, args)) => {
+                        let mut c = command(Path::new(program), dir.path());
+                        c.args(args).arg(&tools.sidecar);
+                        c
+                    }
+                    None => command(&tools.sidecar, dir.path()),
+                };
                 c.arg("serve")
                     .env("CODEX_SIDECAR_SERVER_LISTEN", addr.to_string())
                     .env("CODEX_SIDECAR_SERVER_ADMIN_LISTEN", admin.to_string())
@@ -195,7 +204,7 @@ impl Running {
             tree,
             _dir: Some(dir),
         };
-        let limit = spawned + Duration::from_secs(15);
+        let limit = spawned + Duration::from_secs(60);
         loop {
             if probe(ready_at, ready_any_status).await {
                 running.ready = spawned.elapsed();
@@ -212,7 +221,7 @@ impl Running {
             }
             if Instant::now() > limit {
                 return Err(format!(
-                    "{} not ready after 15 s{}",
+                    "{} not ready after 60 s{}",
                     kind.name(),
                     running.logs()
                 ));
@@ -245,7 +254,7 @@ impl Running {
         out
     }
 
-    /// Stops the target: SIGTERM (nginx's master then stops its workers), SIGKILL after 5 s.
+    /// Stops the target: SIGTERM (nginx's master then stops its workers), SIGKILL after 30 s.
     pub async fn stop(mut self) {
         let Some(mut child) = self.child.take() else {
             return;
