@@ -5,7 +5,7 @@
 //! `cargo test --all-targets` builds it and runs it without `--bench`, and then it exits at
 //! once. Layout: `upstream` the fast local upstream, `client` the HTTP client, `load` the
 //! fixed-rate and flat-out load, `streams` per-event delay and open streams, `targets` the
-//! four targets, `procfs` CPU and memory, `stats` percentiles, `micro` the criterion
+//! four targets, `procfs` CPU and memory, `profile` a fixed load for a profiler, `stats` percentiles, `micro` the criterion
 //! figures, `report` and `svg` the results.
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,7 @@ mod load;
 mod micro;
 mod plan;
 mod procfs;
+mod profile;
 mod report;
 mod stats;
 mod streams;

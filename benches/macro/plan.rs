@@ -337,29 +337,7 @@ fn cpu_per_request(t: &Running, before: Option<f64>, requests: u64) -> Option<f6
 /// Values of one target, by kind.
 pub type ByKind<T> = HashMap<Kind, T>;
 
-/// A fixed load on the sidecar alone: JSON requests, then streams. Run under a profiler with
-/// `--wrap-sidecar`; the profile is written when the sidecar stops at the end.
+/// A fixed load on the sidecar alone, for a profiler (`--wrap-sidecar`): see `profile`.
 async fn profile(o: &Options) -> Result<(), String> {
-    let upstream = Upstream::start(format!("Bearer {API_KEY}")).await?;
-    let t = Running::spawn(Kind::Sidecar, &o.tools, upstream.addr).await?;
-    say(format!(
-        "sidecar ready after {:.0} ms",
-        t.ready.as_secs_f64() * 1e3
-    ));
-    let secs = Duration::from_secs(if o.quick { 3 } else { 15 });
-    let json = load::closed_loop(t.dest(), 8, secs, request_body("json")).await;
-    say(format!(
-        "{} JSON requests ({} errors)",
-        json.ok, json.errors
-    ));
-    let ev =
-        streams::event_delays(t.dest(), 16, secs, STREAM_EVENTS, Duration::from_millis(1)).await;
-    say(format!(
-        "{} streams, {} events ({} errors)",
-        ev.streams,
-        ev.delays.len(),
-        ev.errors
-    ));
-    t.stop().await;
-    Ok(())
+    crate::profile::run(o).await
 }
