@@ -18,15 +18,17 @@ pub const CONNECTIONS: usize = 64;
 pub const OPEN_STREAMS: [u64; 2] = [1_000, 10_000];
 
 /// The open streams the descriptor limit allows: each takes a socket on both sides of the
-/// proxy, and the harness holds both ends (client and upstream), so two per stream each.
-pub fn open_streams_possible(nofile: u64, wanted: u64) -> u64 {
-    let room = nofile.saturating_sub(200) / 2;
+/// proxy, and the harness holds both ends (client and upstream), so two per stream each;
+/// `used` descriptors are taken already.
+pub fn open_streams_possible(nofile: u64, used: u64, wanted: u64) -> u64 {
+    let room = nofile.saturating_sub(used + 200) / 2;
     if room >= wanted {
         wanted
     } else {
         room / 100 * 100
     }
 }
+
 /// Events per stream and the upstream's pause between them in the per-event delay test.
 pub const STREAM_EVENTS: u32 = 40;
 pub const STREAM_INTERVAL: Duration = Duration::from_millis(5);
@@ -41,6 +43,8 @@ pub struct Options {
     pub notes: PathBuf,
     /// Only drive the sidecar (under `--wrap-sidecar`) with a fixed load, for a profiler.
     pub profile: bool,
+    /// With `--profile`: hold this many streams open instead (memory profile).
+    pub profile_open: Option<u64>,
 }
 
 impl Options {
@@ -59,6 +63,7 @@ impl Options {
                 wrap_sidecar: Vec::new(),
             },
             profile: false,
+            profile_open: None,
             criterion: PathBuf::from("target/criterion"),
             commands: Vec::new(),
             notes: PathBuf::from("benches/PROFILE.md"),
@@ -82,6 +87,13 @@ impl Options {
                 "--command" => o.commands.push(value(a)?),
                 "--notes" => o.notes = value(a)?.into(),
                 "--profile" => o.profile = true,
+                "--profile-open" => {
+                    o.profile_open = Some(
+                        value(a)?
+                            .parse()
+                            .map_err(|e| format!("--profile-open: {e}"))?,
+                    )
+                }
                 "--wrap-sidecar" => {
                     o.tools.wrap_sidecar = value(a)?.split_whitespace().map(str::to_owned).collect()
                 }
@@ -257,6 +269,7 @@ pub async fn run(o: Options) -> Result<(), String> {
 
     for round in 0..o.rounds {
         for t in &running {
+            let cpu0 = t.tree.map(|tr| tr.cpu_seconds());
             let run = streams::event_delays(
                 t.dest(),
                 CONNECTIONS,
@@ -265,7 +278,9 @@ pub async fn run(o: Options) -> Result<(), String> {
                 STREAM_INTERVAL,
             )
             .await;
+            let cpu_us = cpu_per_request(t, cpu0, run.delays.len() as u64);
             r.events.push(EventRow {
+                cpu_us,
                 kind: t.kind,
                 round,
                 pct: Percentiles::of(&run.delays)?,
@@ -288,12 +303,22 @@ pub async fn run(o: Options) -> Result<(), String> {
     } else {
         OPEN_STREAMS.to_vec()
     };
-    let opens: Vec<u64> = opens
-        .into_iter()
-        .map(|n| open_streams_possible(r.nofile, n))
-        .collect();
-    r.open_counts = opens.clone();
-    for n in opens {
+    for (i, wanted) in opens.into_iter().enumerate() {
+        if i > 0 {
+            // Codex's proxy keeps every upstream connection of the last test idle in its
+            // pool (hundreds of the harness's descriptors): start it afresh to free them.
+            if let Some(at) = running.iter().position(|t| t.kind == Kind::Codex) {
+                let old = running.remove(at);
+                old.stop().await;
+                running.insert(
+                    at,
+                    Running::spawn(Kind::Codex, &o.tools, upstream.addr).await?,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let n = open_streams_possible(r.nofile, procfs::open_fds(), wanted);
+        r.open_counts.push(n);
         for t in &running {
             let Some(tree) = t.tree else { continue };
             let deadline = Duration::from_secs(if o.quick { 20 } else { 60 });

@@ -83,3 +83,8 @@ pub fn loadavg() -> String {
         .and_then(|t| t.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
 }
+
+/// Descriptors this process has open now.
+pub fn open_fds() -> u64 {
+    fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}

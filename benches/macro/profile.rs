@@ -22,6 +22,18 @@ pub async fn run(o: &Options) -> Result<(), String> {
         "profile: sidecar ready after {:.0} ms",
         t.ready.as_secs_f64() * 1e3
     );
+    if let (Some(n), Some(tree)) = (o.profile_open, t.tree) {
+        // Memory instead: `n` streams held open (for a heap profiler such as massif).
+        let open =
+            crate::streams::hold_open(t.dest(), n, tree, &upstream, Duration::from_secs(120)).await;
+        eprintln!(
+            "profile: {} of {n} streams open, RSS {} KiB",
+            open.held,
+            open.rss_bytes / 1024
+        );
+        t.stop().await;
+        return Ok(());
+    }
     let json = request_body("json");
     let stream = request_body(&format!("sse:{EVENTS}:1000"));
     for (what, body, conns, total) in [

@@ -32,6 +32,8 @@ pub struct MaxRow {
 
 pub struct EventRow {
     pub kind: Kind,
+    /// CPU time of the target per event delivered, µs.
+    pub cpu_us: Option<f64>,
     pub round: usize,
     pub pct: Percentiles,
     pub streams: u64,

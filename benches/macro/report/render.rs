@@ -323,8 +323,8 @@ impl Results {
              (same process, same monotonic clock). *Added* is the target minus direct in the same round.\n",
             STREAM_INTERVAL.as_millis()
         )?;
-        writeln!(s, "| target | added p50 µs | added p99 µs | added p99.9 µs | p50 µs | p99 µs | p99.9 µs | streams/round | events/round | errors |")?;
-        writeln!(s, "|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(s, "| target | added p50 µs | added p99 µs | added p99.9 µs | p50 µs | p99 µs | p99.9 µs | streams/round | events/round | CPU µs/event | errors |")?;
+        writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|")?;
         for kind in Kind::ALL {
             let rows: Vec<_> = self.events.iter().filter(|r| r.kind == kind).collect();
             if rows.is_empty() {
@@ -340,7 +340,7 @@ impl Results {
             let abs = |p: Pct| opt(median(rows.iter().map(|r| r.pct.get(p))), us);
             writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 kind.name(),
                 added(Pct::P50),
                 added(Pct::P99),
@@ -355,6 +355,9 @@ impl Results {
                     median(rows.iter().map(|r| r.pct.count as f64)),
                     |v| format!("{v:.0}")
                 ),
+                opt(median(rows.iter().filter_map(|r| r.cpu_us)), |v| format!(
+                    "{v:.1}"
+                )),
                 rows.iter().map(|r| r.errors).sum::<u64>()
             )?;
         }
