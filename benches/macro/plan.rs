@@ -32,6 +32,8 @@ pub fn open_streams_possible(nofile: u64, used: u64, wanted: u64) -> u64 {
 /// Events per stream and the upstream's pause between them in the per-event delay test.
 pub const STREAM_EVENTS: u32 = 40;
 pub const STREAM_INTERVAL: Duration = Duration::from_millis(5);
+/// Streams at once in the per-event delay test: a light load, and the 64 of the rate tests.
+pub const STREAM_CONNECTIONS: [usize; 2] = [8, 64];
 
 pub struct Options {
     pub out: PathBuf,
@@ -268,26 +270,29 @@ pub async fn run(o: Options) -> Result<(), String> {
         .push(("throughput".into(), procfs::loadavg()));
 
     for round in 0..o.rounds {
-        for t in &running {
-            let cpu0 = t.tree.map(|tr| tr.cpu_seconds());
-            let run = streams::event_delays(
-                t.dest(),
-                CONNECTIONS,
-                o.short(),
-                STREAM_EVENTS,
-                STREAM_INTERVAL,
-            )
-            .await;
-            let cpu_us = cpu_per_request(t, cpu0, run.delays.len() as u64);
-            r.events.push(EventRow {
-                cpu_us,
-                kind: t.kind,
-                round,
-                pct: Percentiles::of(&run.delays)?,
-                streams: run.streams,
-                errors: run.errors,
-                first_error: run.first_error,
-            });
+        for conns in STREAM_CONNECTIONS {
+            for t in &running {
+                let cpu0 = t.tree.map(|tr| tr.cpu_seconds());
+                let run = streams::event_delays(
+                    t.dest(),
+                    conns,
+                    o.short(),
+                    STREAM_EVENTS,
+                    STREAM_INTERVAL,
+                )
+                .await;
+                let cpu_us = cpu_per_request(t, cpu0, run.delays.len() as u64);
+                r.events.push(EventRow {
+                    cpu_us,
+                    conns,
+                    kind: t.kind,
+                    round,
+                    pct: Percentiles::of(&run.delays)?,
+                    streams: run.streams,
+                    errors: run.errors,
+                    first_error: run.first_error,
+                });
+            }
         }
         say(format!("round {round}: per-event delay done"));
     }
@@ -321,7 +326,7 @@ pub async fn run(o: Options) -> Result<(), String> {
         r.open_counts.push(n);
         for t in &running {
             let Some(tree) = t.tree else { continue };
-            let deadline = Duration::from_secs(if o.quick { 20 } else { 60 });
+            let deadline = Duration::from_secs(if o.quick { 20 } else { 30 });
             let open = streams::hold_open(t.dest(), n, tree, &upstream, deadline).await;
             say(format!(
                 "{}: {n} open streams: {} opened, RSS {} KiB",

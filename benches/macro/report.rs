@@ -32,6 +32,8 @@ pub struct MaxRow {
 
 pub struct EventRow {
     pub kind: Kind,
+    /// Streams at once.
+    pub conns: usize,
     /// CPU time of the target per event delivered, µs.
     pub cpu_us: Option<f64>,
     pub round: usize,
@@ -157,12 +159,12 @@ impl Results {
         }))
     }
 
-    fn event_added(&self, kind: Kind, p: Pct) -> Option<f64> {
+    fn event_added(&self, kind: Kind, conns: usize, p: Pct) -> Option<f64> {
         median((0..self.rounds).filter_map(|round| {
             let of = |k: Kind| {
                 self.events
                     .iter()
-                    .find(|r| r.kind == k && r.round == round)
+                    .find(|r| r.kind == k && r.conns == conns && r.round == round)
                     .map(|r| r.pct.get(p))
             };
             Some(of(kind)? - of(Kind::Direct)?)

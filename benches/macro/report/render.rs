@@ -3,7 +3,9 @@
 use std::fmt::{Result as FmtResult, Write};
 
 use super::{mib, opt, us, Results};
-use crate::plan::{CONNECTIONS, OPEN_STREAMS, RATES, STREAM_EVENTS, STREAM_INTERVAL};
+use crate::plan::{
+    CONNECTIONS, OPEN_STREAMS, RATES, STREAM_CONNECTIONS, STREAM_EVENTS, STREAM_INTERVAL,
+};
 use crate::stats::{median, Pct};
 use crate::streams::OpenStreams;
 use crate::targets::Kind;
@@ -104,13 +106,17 @@ impl Results {
                 met(ok)
             )?;
         }
-        let ev = self.event_added(Kind::Sidecar, Pct::P99);
-        writeln!(
-            s,
-            "| added per-event delay p99 < 100 µs | {} µs | {} |",
-            opt(ev, us),
-            met(ev.map(|v| v < 100_000.0))
-        )?;
+        for conns in STREAM_CONNECTIONS {
+            let ev = self.event_added(Kind::Sidecar, conns, Pct::P99);
+            let ngx = self.event_added(Kind::Nginx, conns, Pct::P99);
+            writeln!(
+                s,
+                "| added per-event delay p99 < 100 µs, {conns} streams at once | sidecar {} µs (nginx {} µs) | {} |",
+                opt(ev, us),
+                opt(ngx, us),
+                met(ev.map(|v| v < 100_000.0))
+            )?;
+        }
         let idle = self.rss_idle.get(&Kind::Sidecar).copied();
         writeln!(
             s,
@@ -318,15 +324,22 @@ impl Results {
         writeln!(s, "## Delay added to each event of a stream\n")?;
         writeln!(
             s,
-            "{CONNECTIONS} connections, each streaming answers of {STREAM_EVENTS} delta events {} ms apart, back to back. \
+            "8 and then {CONNECTIONS} connections, each streaming answers of {STREAM_EVENTS} delta events {} ms apart, back to back. \
              The upstream writes its clock into each event as it emits it; the client subtracts it from the arrival time \
              (same process, same monotonic clock). *Added* is the target minus direct in the same round.\n",
             STREAM_INTERVAL.as_millis()
         )?;
-        writeln!(s, "| target | added p50 µs | added p99 µs | added p99.9 µs | p50 µs | p99 µs | p99.9 µs | streams/round | events/round | CPU µs/event | errors |")?;
-        writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|")?;
-        for kind in Kind::ALL {
-            let rows: Vec<_> = self.events.iter().filter(|r| r.kind == kind).collect();
+        writeln!(s, "| streams at once | target | added p50 µs | added p99 µs | added p99.9 µs | p50 µs | p99 µs | p99.9 µs | streams/round | events/round | CPU µs/event | errors |")?;
+        writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        for (conns, kind) in STREAM_CONNECTIONS
+            .iter()
+            .flat_map(|&c| Kind::ALL.iter().map(move |&k| (c, k)))
+        {
+            let rows: Vec<_> = self
+                .events
+                .iter()
+                .filter(|r| r.kind == kind && r.conns == conns)
+                .collect();
             if rows.is_empty() {
                 continue;
             }
@@ -334,13 +347,13 @@ impl Results {
                 if kind == Kind::Direct {
                     "–".into()
                 } else {
-                    opt(self.event_added(kind, p), us)
+                    opt(self.event_added(kind, conns, p), us)
                 }
             };
             let abs = |p: Pct| opt(median(rows.iter().map(|r| r.pct.get(p))), us);
             writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 kind.name(),
                 added(Pct::P50),
                 added(Pct::P99),
@@ -390,8 +403,9 @@ impl Results {
         for r in &self.events {
             if let Some(e) = &r.first_error {
                 lines.push(format!(
-                    "{} streams, round {}: {} errors, first: {e}",
+                    "{} streams ({} at once), round {}: {} errors, first: {e}",
                     r.kind.name(),
+                    r.conns,
                     r.round,
                     r.errors
                 ));
