@@ -63,6 +63,7 @@ impl Options {
                     "target/tools/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
                 ),
                 wrap_sidecar: Vec::new(),
+                sidecar_env: Vec::new(),
             },
             profile: false,
             profile_open: None,
@@ -89,6 +90,13 @@ impl Options {
                 "--command" => o.commands.push(value(a)?),
                 "--notes" => o.notes = value(a)?.into(),
                 "--profile" => o.profile = true,
+                "--sidecar-env" => {
+                    let kv = value(a)?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| format!("--sidecar-env {kv:?}: expected NAME=VALUE"))?;
+                    o.tools.sidecar_env.push((k.to_owned(), v.to_owned()));
+                }
                 "--profile-open" => {
                     o.profile_open = Some(
                         value(a)?

@@ -12,7 +12,7 @@ const PANEL_W: f64 = 300.0;
 const PANEL_H: f64 = 260.0;
 const LEFT: f64 = 60.0;
 const TOP: f64 = 50.0;
-const GAP: f64 = 40.0;
+const GAP: f64 = 75.0;
 
 fn color(kind: Kind) -> &'static str {
     match kind {

@@ -50,6 +50,8 @@ pub struct Tools {
     pub codex: PathBuf,
     /// A command the sidecar runs under (a profiler: `valgrind --tool=callgrind ...`).
     pub wrap_sidecar: Vec<String>,
+    /// Extra environment for the sidecar (`TOKIO_WORKER_THREADS=1`, to compare runtimes).
+    pub sidecar_env: Vec<(String, String)>,
 }
 
 pub struct Running {
@@ -146,6 +148,7 @@ impl Running {
                     .env("CODEX_SIDECAR_LEDGER_PATH", dir.path().join("ledger.jsonl"))
                     .env("CODEX_SIDECAR_LOG_FORMAT", "json")
                     .env("OPENAI_API_KEY", API_KEY)
+                    .envs(tools.sidecar_env.iter().map(|(k, v)| (k, v)))
                     .stderr(log_file(dir.path(), "sidecar.log")?);
                 (c, admin, false)
             }
