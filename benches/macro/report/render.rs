@@ -22,6 +22,39 @@ fn first_line(path: &str, prefix: &str) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// What the SSE reader's benchmark stream is made of (computed from the fixture itself).
+fn fixture_description() -> String {
+    let stream = codex_sidecar::tap::fixtures::responses_stream(400_000);
+    let mut sizes = Vec::new();
+    let mut start = 0;
+    for end in memchr::memmem::find_iter(&stream, b"\n\n") {
+        sizes.push((&stream[start..end + 2], end + 2 - start));
+        start = end + 2;
+    }
+    let deltas: Vec<usize> = sizes
+        .iter()
+        .filter(|(e, _)| e.starts_with(b"event: response.output_text.delta"))
+        .map(|(_, n)| *n)
+        .collect();
+    let delta_bytes: usize = deltas.iter().sum();
+    let last = sizes.last().map_or(0, |(_, n)| *n);
+    format!(
+        "The SSE reader reads `tap::fixtures::responses_stream(400_000)`, shaped like the ChatGPT \
+         backend's answers to Codex: {} bytes in {} events, {} of them `response.output_text.delta` \
+         averaging {} bytes (with the API's `obfuscation` padding; {:.0} % of the bytes), a reasoning \
+         item with encrypted content, and a {} byte terminal `response.completed` repeating the \
+         output and the usage. It is fed in 1, 16 and 64 KiB chunks and one event per chunk (how a \
+         live stream arrives). The header rewrite runs on Codex 0.171.0's request headers and a \
+         ChatGPT backend response's; the ledger append on an org record with usage.",
+        stream.len(),
+        sizes.len(),
+        deltas.len(),
+        delta_bytes / deltas.len().max(1),
+        delta_bytes as f64 * 100.0 / stream.len().max(1) as f64,
+        last
+    )
+}
+
 /// Every stream reached the upstream and came back through the target with its first event.
 fn all_open(o: &OpenStreams) -> bool {
     o.held >= o.wanted && o.opened >= o.wanted
@@ -161,6 +194,7 @@ impl Results {
         if self.micro.is_empty() {
             return writeln!(s, "No criterion results were found (run `cargo bench --bench sse_reader --bench headers --bench ledger_append` first).\n");
         }
+        writeln!(s, "{}\n", fixture_description())?;
         writeln!(s, "| benchmark | median per iteration | throughput |")?;
         writeln!(s, "|---|---|---|")?;
         for m in &self.micro {
