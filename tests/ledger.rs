@@ -177,33 +177,8 @@ async fn case_06_a_client_that_goes_away_cancels_the_upstream_and_is_recorded() 
     assert_eq!(r["model"], "gpt-5.4");
 }
 
-/// A JSON answer with `content-length`: hyper stops reading after its last byte,
-/// so the end is recorded on that byte (it was once recorded `client_cancelled`
-/// with no usage).
-#[tokio::test]
-async fn a_json_answer_of_known_length_is_completed_with_its_usage() {
-    let body = r#"{"id":"resp_k","object":"response","model":"gpt-5.4","output":[],"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":2},"output_tokens":12,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":22}}"#;
-    let up = FakeUpstream::start(move |_, _| {
-        Reply::json(200, body).header("content-length", &body.len().to_string())
-    })
-    .await;
-    let h = start(&up, Setup::default()).await;
-    let c = client();
-    for _ in 0..2 {
-        let (p, b) = send(&c, post(&format!("{}/v1/responses", h.base), "plan", BODY)).await;
-        assert_eq!(p.status, 200);
-        assert_eq!(b, body.as_bytes());
-    }
-    for r in &h.wait_records(2).await {
-        assert_eq!(r["outcome"], "completed", "{r}");
-        assert_eq!(r["model"], "gpt-5.4");
-        assert_eq!(
-            r["usage"],
-            serde_json::json!({"input": 10, "cached_input": 2, "output": 12, "reasoning": 0, "total": 22})
-        );
-    }
-}
-
+/// A Chat Completions JSON answer with `content-length` (tests/content_length.rs has
+/// the Responses ones): recorded on its last byte, with its usage.
 #[tokio::test]
 async fn a_json_chat_answer_of_known_length_on_the_org_is_completed() {
     let body = r#"{"id":"c","object":"chat.completion","model":"gpt-4.1","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}"#;

@@ -28,27 +28,29 @@ pub fn check_request_head(h: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies use.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// `HeaderName`s, not strings: a lookup by `&str` parses and checks the name every time,
+/// and these run twice on every request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Client headers never forwarded: the local token, cookies, the host, and any
 /// attempt to choose the account or organization.
-const CLIENT_ONLY: [&str; 6] = [
-    "authorization",
-    "cookie",
-    "host",
-    "chatgpt-account-id",
-    "openai-organization",
-    "openai-project",
+static CLIENT_ONLY: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HOST,
+    HeaderName::from_static("chatgpt-account-id"),
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -63,15 +65,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
 
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// Rewrites the agent's headers for the upstream, in place. The credential is added by the caller.
 pub fn to_upstream(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
-    for n in CLIENT_ONLY {
+    for n in &CLIENT_ONLY {
         h.remove(n);
     }
     // The sidecar reads the stream, so it must come uncompressed.
@@ -90,7 +94,7 @@ pub fn to_agent(h: &mut HeaderMap) {
 /// Marks an event stream so no proxy or client buffers it.
 pub fn mark_event_stream(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
     // Sent chunked: bytes stay exact, and an error event can still be appended.
     h.remove(header::CONTENT_LENGTH);
 }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::header::{HeaderName, RETRY_AFTER};
 use http::HeaderMap;
 use serde::Serialize;
 
@@ -18,6 +19,23 @@ const MAX_FAMILY_LEN: usize = 48;
 const MAX_TOKEN_LEN: usize = 64;
 /// Used percentages above this are garbage, not a reading.
 const MAX_USED_PERCENT: f64 = 10_000.0;
+
+// Names read on every response, as `HeaderName`s: a lookup by `&str` (or a `format!`ed
+// name) parses and checks the name each time, which the profile showed on every request.
+static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+static REACHED_TYPE: HeaderName = HeaderName::from_static("x-codex-rate-limit-reached-type");
+/// `x-ratelimit-{limit,remaining,reset}-requests`.
+static API_REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+/// `x-ratelimit-{limit,remaining,reset}-tokens`.
+static API_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// Which of a family's two windows (e.g. 5 hours and a week).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -105,10 +123,10 @@ impl HeaderSignals {
 /// Reads all limit headers. Values that are not UTF-8, not numbers, out of range or
 /// implausible are skipped.
 pub fn parse_headers(headers: &HeaderMap, now: SystemTime) -> HeaderSignals {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let retry_after = text("retry-after-ms")
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = text(&RETRY_AFTER_MS)
         .and_then(parse_retry_after_ms)
-        .or_else(|| text("retry-after").and_then(|v| parse_retry_after(v, now)));
+        .or_else(|| text(&RETRY_AFTER).and_then(|v| parse_retry_after(v, now)));
     let (window_families, credit_families) = families(headers);
     let mut windows = Vec::new();
     for family in &window_families {
@@ -125,10 +143,10 @@ pub fn parse_headers(headers: &HeaderMap, now: SystemTime) -> HeaderSignals {
     HeaderSignals {
         windows,
         credits,
-        reached_type: text("x-codex-rate-limit-reached-type").and_then(token),
+        reached_type: text(&REACHED_TYPE).and_then(token),
         retry_after,
-        requests: read_api_limit(headers, "requests"),
-        tokens: read_api_limit(headers, "tokens"),
+        requests: read_api_limit(headers, &API_REQUESTS),
+        tokens: read_api_limit(headers, &API_TOKENS),
     }
 }
 
@@ -223,17 +241,19 @@ fn read_credits(headers: &HeaderMap, family: &str) -> Option<Credits> {
     (!empty).then_some(credits)
 }
 
-fn read_api_limit(headers: &HeaderMap, what: &str) -> ApiRateLimit {
-    let get = |field: &str| {
+/// One `x-ratelimit-*` triple; `names` are its limit, remaining and reset headers.
+fn read_api_limit(headers: &HeaderMap, names: &[HeaderName; 3]) -> ApiRateLimit {
+    let get = |name: &HeaderName| {
         headers
-            .get(format!("x-ratelimit-{field}-{what}"))
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
+    let [limit, remaining, reset] = names;
     ApiRateLimit {
-        limit: get("limit").and_then(|v| v.parse().ok()),
-        remaining: get("remaining").and_then(|v| v.parse().ok()),
-        reset: get("reset").and_then(|v| parse_go_duration(v).or_else(|| parse_seconds(v))),
+        limit: get(limit).and_then(|v| v.parse().ok()),
+        remaining: get(remaining).and_then(|v| v.parse().ok()),
+        reset: get(reset).and_then(|v| parse_go_duration(v).or_else(|| parse_seconds(v))),
     }
 }
 
