@@ -82,6 +82,10 @@ pub async fn run(
     let admin_app = app.clone();
     let admin_task = tokio::spawn(serve_admin(admin_app, listeners.admin));
     let proxy = listeners.proxy;
+    // Tells connections still waiting for their first bytes that the drain began:
+    // such a connection (a client's spare, opened and never used) holds no
+    // request, so it must not hold the drain for HEADER_READ_TIMEOUT.
+    let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -108,8 +112,13 @@ pub async fn run(
                 });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let mut draining = draining_rx.clone();
                 tokio::spawn(async move {
-                    if first_bytes(&stream).await {
+                    let spoke = tokio::select! {
+                        spoke = first_bytes(&stream) => spoke,
+                        _ = draining.wait_for(|d| *d) => false,
+                    };
+                    if spoke {
                         let conn = builder.serve_connection(TokioIo::new(stream), svc);
                         if let Err(e) = watcher.watch(conn.into_owned()).await {
                             tracing::debug!(error = %e, "connection ended with an error");
@@ -123,6 +132,7 @@ pub async fn run(
     }
     drop(proxy);
     app.draining.store(true, Ordering::SeqCst);
+    let _ = draining_tx.send(true);
     let grace = app.config.server.shutdown_grace;
     tracing::info!(grace = %humantime::format_duration(grace), "draining: no new connections; in-flight requests may finish");
     tokio::select! {

@@ -571,3 +571,21 @@ async fn unusable_credentials_are_reported_at_start() {
     );
     assert_eq!(up.count(), 0, "an empty key never goes upstream");
 }
+
+/// A connection opened and never used (an HTTP client's spare) holds no request:
+/// SIGTERM's drain does not wait the 30 s header timeout for it.
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_the_drain() {
+    let up = FakeUpstream::start(|_, _| ok_stream()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = write_config(dir.path(), &up, true, "info", "");
+    let mut p = SidecarProcess::spawn(&cfg, &[]);
+    let silent = tokio::net::TcpStream::connect(p.proxy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    p.signal(rustix::process::Signal::TERM);
+    let exit = p.wait_exit(Duration::from_secs(8));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", p.logs());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(silent);
+}

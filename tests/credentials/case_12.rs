@@ -333,9 +333,8 @@ async fn case_12_no_secret_appears_in_any_output() {
     assert!(ledger_text.lines().count() >= 15, "{ledger_text}");
     let mut p = p;
     p.signal(rustix::process::Signal::TERM);
-    assert!(p
-        .wait_exit(Duration::from_secs(10))
-        .is_some_and(|s| s.success()));
+    let exit = p.wait_exit(Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "drain: {exit:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let logs = p.logs();
     assert!(logs.contains("\"level\":\"DEBUG\""), "debug logging is on");
