@@ -278,16 +278,8 @@ async fn codex_recovers_from_a_rate_limit_inside_the_stream() {
 }
 
 async fn wait_chatgpt_state(h: &Harness, want: &str) {
-    let c = client();
     for _ in 0..150 {
-        let (_, b) = send(
-            &c,
-            http::Request::get(format!("{}/status", h.admin()))
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap(),
-        )
-        .await;
-        if json(&b)["credentials"][0]["state"] == want {
+        if h.status().await["credentials"][0]["state"] == want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

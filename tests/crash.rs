@@ -195,16 +195,7 @@ async fn a_full_disk_counts_write_errors_and_keeps_serving() {
         .parse()
         .unwrap();
     assert!(errors >= 3.0, "{metrics}");
-    let status = json(
-        &send(
-            &c,
-            Request::get(format!("{}/status", h.admin()))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .1,
-    );
+    let status = h.status().await;
     assert_eq!(status["ledger"]["errors"], 3, "{status:#}");
     assert_eq!(status["ledger"]["records"], 0, "{status:#}");
 }

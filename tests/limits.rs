@@ -115,16 +115,7 @@ async fn the_default_never_moves_billing_and_answers_with_the_reset() {
         1,
         "case 7: no request reaches a used-up account before its reset"
     );
-    let status: serde_json::Value = json(
-        &send(
-            &c,
-            Request::get(format!("{}/status", h.admin()))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .1,
-    );
+    let status = h.status().await;
     let l = &status["limits"][0];
     assert_eq!(
         (l["billing"].as_str(), l["state"].as_str()),
@@ -285,16 +276,7 @@ async fn a_credential_change_clears_an_exhausted_account() {
     write_secret(&h.org_file, "sk-org-new-key-0000000000000000");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let status = json(
-            &send(
-                &c,
-                Request::get(format!("{}/status", h.admin()))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap(),
-            )
-            .await
-            .1,
-        );
+        let status = h.status().await;
         let states: Vec<String> = status["limits"]
             .as_array()
             .unwrap()

@@ -341,19 +341,14 @@ async fn a_session_stays_on_its_billing_source() {
             .find(|s| s["id"] == id)
             .map(|s| s["state"].as_str().unwrap().to_owned())
     };
-    let status_req = || {
-        Request::get(format!("{}/status", h.admin()))
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let status = json(&send(&c, status_req()).await.1);
+    let status = h.status().await;
     assert_eq!(state_of(&status, "first").as_deref(), Some("disconnected"));
     let (p, _) = send(&c, post(&format!("{}/v1/responses", h.base), "first", BODY)).await;
     assert_eq!(
         (p.status.as_u16(), &p.headers["x-codex-sidecar-billing"]),
         (200, &http::HeaderValue::from_static("chatgpt_plan"))
     );
-    let status = json(&send(&c, status_req()).await.1);
+    let status = h.status().await;
     assert_eq!(state_of(&status, "first").as_deref(), Some("active"));
 }
 

@@ -67,14 +67,7 @@ pub fn responses(h: &Harness) -> String {
 }
 
 pub async fn status_of(h: &Harness) -> serde_json::Value {
-    let (_, b) = send(
-        &client(),
-        Request::get(format!("{}/status", h.admin()))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
-    json(&b)
+    h.status().await
 }
 
 pub fn file_tokens(path: &std::path::Path) -> serde_json::Value {

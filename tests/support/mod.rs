@@ -218,6 +218,14 @@ impl Harness {
         format!("http://{}", self.sidecar.admin_addr)
     }
 
+    /// The sidecar's `/status` JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let req = Request::get(format!("{}/status", self.admin()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        json(&send(&client(), req).await.1)
+    }
+
     /// Every ledger record so far.
     pub fn records(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&self.ledger).unwrap_or_default();
