@@ -480,6 +480,19 @@ fn one_line(s: &str) -> String {
 /// Merges the file's tables into the defaults; an unknown section or key is an error naming it.
 fn merge_file_layer(doc: &mut toml::Table, layer: toml::Table) -> Result<(), String> {
     for (section, value) in layer {
+        if !value.is_table() {
+            // `listen = "..."` at the top, or a Codex config given by mistake.
+            let hint = if doc.values().any(|t| t.get(&section).is_some()) {
+                let owner = doc
+                    .iter()
+                    .find(|(_, t)| t.get(&section).is_some())
+                    .map_or("", |(name, _)| name.as_str());
+                format!(": it belongs in [{owner}]")
+            } else {
+                " (is this a Codex config.toml? that one goes in $CODEX_HOME, not here)".to_owned()
+            };
+            return Err(format!("unknown top-level key `{section}`{hint}"));
+        }
         let Some(toml::Value::Table(target)) = doc.get_mut(&section) else {
             let known: Vec<&str> = doc.keys().map(String::as_str).collect();
             return Err(format!(
@@ -1017,6 +1030,10 @@ mod tests {
         let f = file("[serverr]\n");
         let e = load(Some(f.path()), &env_of(&[]), &Overrides::default()).unwrap_err();
         assert!(e[0].contains("unknown section [serverr]"), "{e:?}");
+        let e = problems("listen = \"127.0.0.1:9\"\n");
+        assert!(e.contains("unknown top-level key `listen`: it belongs in [server]"), "{e}");
+        let e = problems("model_provider = \"sidecar\"\n");
+        assert!(e.contains("is this a Codex config.toml?"), "{e}");
     }
 
     fn problems(text: &str) -> String {
