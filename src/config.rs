@@ -1031,7 +1031,10 @@ mod tests {
         let e = load(Some(f.path()), &env_of(&[]), &Overrides::default()).unwrap_err();
         assert!(e[0].contains("unknown section [serverr]"), "{e:?}");
         let e = problems("listen = \"127.0.0.1:9\"\n");
-        assert!(e.contains("unknown top-level key `listen`: it belongs in [server]"), "{e}");
+        assert!(
+            e.contains("unknown top-level key `listen`: it belongs in [server]"),
+            "{e}"
+        );
         let e = problems("model_provider = \"sidecar\"\n");
         assert!(e.contains("is this a Codex config.toml?"), "{e}");
     }
