@@ -62,6 +62,18 @@ pub fn strict_upstream(
     }
 }
 
+/// A sidecar in front of `up` whose ChatGPT credential refreshes at `auth`.
+pub async fn start_with_auth(up: &FakeUpstream, auth: &FakeAuth, dir: &std::path::Path) -> Harness {
+    start(
+        up,
+        Setup {
+            extra: auth.extra(dir, up),
+            ..Setup::default()
+        },
+    )
+    .await
+}
+
 pub fn responses(h: &Harness) -> String {
     format!("{}/v1/responses", h.base)
 }

@@ -16,14 +16,7 @@ async fn proactive_refresh_before_expiry_rotates_and_persists_the_tokens() {
     let auth = FakeAuth::start().await;
     let up = FakeUpstream::start(|_, _| ok_stream()).await;
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        &up,
-        Setup {
-            extra: auth.extra(dir.path(), &up),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let h = start_with_auth(&up, &auth, dir.path()).await;
     assert!(
         auth.refresh_posts().is_empty(),
         "a far-off expiry needs no refresh"
@@ -102,14 +95,7 @@ async fn an_upstream_401_reloads_then_refreshes_and_the_retry_succeeds() {
     let also = Arc::new(Mutex::new(Vec::new()));
     let up = FakeUpstream::start(strict_upstream(auth.state.clone(), also.clone())).await;
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        &up,
-        Setup {
-            extra: auth.extra(dir.path(), &up),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let h = start_with_auth(&up, &auth, dir.path()).await;
     let c = client();
     // The planted token is refused upstream: the 401 reaches the agent as it is ...
     let (p, b) = send(&c, post_req(&h, "s1")).await;
@@ -202,14 +188,7 @@ async fn single_flight_fifty_concurrent_401s_make_one_refresh() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        &up,
-        Setup {
-            extra: auth.extra(dir.path(), &up),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let h = start_with_auth(&up, &auth, dir.path()).await;
     let c = client();
     let base = responses(&h);
     let round = |c: TestClient, base: String| async move {
@@ -274,14 +253,7 @@ async fn each_permanent_refresh_failure_needs_a_reconnect() {
         ))
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let h = start(
-            &up,
-            Setup {
-                extra: auth.extra(dir.path(), &up),
-                ..Setup::default()
-            },
-        )
-        .await;
+        let h = start_with_auth(&up, &auth, dir.path()).await;
         let mut changes = h.sidecar.app.creds.subscribe();
         let file_before = std::fs::read(&h.auth_file).unwrap();
         let c = client();
@@ -357,14 +329,7 @@ async fn transient_refresh_failures_are_retried_with_backoff() {
     auth.state.lock().unwrap().transient_failures = 2;
     let up = FakeUpstream::start(|_, _| ok_stream()).await;
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        &up,
-        Setup {
-            extra: auth.extra(dir.path(), &up),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let h = start_with_auth(&up, &auth, dir.path()).await;
     let soon = expiring_token(120, "soon");
     write_auth(&h.auth_file, &soon, INITIAL_REFRESH);
     h.sidecar.app.creds.reload();
@@ -440,14 +405,7 @@ async fn a_read_only_file_keeps_rotated_tokens_in_memory() {
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        &up,
-        Setup {
-            extra: auth.extra(dir.path(), &up),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let h = start_with_auth(&up, &auth, dir.path()).await;
     write_auth(&h.auth_file, &expiring_token(60, "soon"), INITIAL_REFRESH);
     std::fs::set_permissions(&h.auth_file, std::fs::Permissions::from_mode(0o400)).unwrap();
     let file_before = std::fs::read(&h.auth_file).unwrap();
@@ -508,14 +466,7 @@ async fn an_agent_that_goes_away_does_not_cancel_the_refresh_it_started() {
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let h = start(
-        &up,
-        Setup {
-            extra: auth.extra(dir.path(), &up),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let h = start_with_auth(&up, &auth, dir.path()).await;
     let c = client();
     // The agent gives up while the refresh is on the wire.
     let gone = tokio::time::timeout(Duration::from_millis(200), send(&c, post_req(&h, "s"))).await;
