@@ -9,6 +9,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
 
+mod json_line;
+
 /// Buckets that resolve sub-millisecond overhead.
 const OVERHEAD_BUCKETS: [f64; 14] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -188,9 +190,7 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<LogReload> {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
+                    .event_format(json_line::JsonLine)
                     .with_writer(std::io::stderr),
             )
             .try_init()

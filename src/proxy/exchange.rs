@@ -205,8 +205,8 @@ impl Exchange {
         }
         tracing::info!(
             target: "codex_sidecar::access",
-            request_id = %record.id,
-            session = %record.session,
+            request_id = record.id.as_str(),
+            session = record.session.as_str(),
             billing = billing.as_str(),
             route,
             status = record.status,
