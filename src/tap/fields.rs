@@ -13,10 +13,11 @@ use crate::usage::Usage;
 
 /// The fields the reader looks at in any object it meets: a Responses event, a response object,
 /// a Chat Completions chunk or body, or an error body. Everything else is skipped unread.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Default, PartialEq)]
+#[cfg_attr(test, derive(Deserialize))]
+#[cfg_attr(test, serde(default))]
 pub(super) struct Obj {
-    #[serde(rename = "type")]
+    #[cfg_attr(test, serde(rename = "type"))]
     pub kind: Option<Value>,
     pub object: Option<Value>,
     pub id: Option<Value>,
@@ -32,7 +33,7 @@ pub(super) struct Obj {
 }
 
 /// One Chat Completions choice: only how it finished matters here.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub(super) struct Choice {
     pub finish_reason: Option<Value>,
@@ -81,13 +82,54 @@ impl ApiError {
     }
 }
 
-/// Parses one JSON object; anything else (invalid JSON, an array, too deep) gives `None`.
+/// Reads one JSON object; anything else (invalid JSON, an array, too deep) gives `None`.
+/// Only the members `Obj` keeps are parsed; the rest are skipped unread (`scan`).
 pub(super) fn parse(data: &[u8]) -> Option<Obj> {
-    // serde would also read a struct from an array: only objects are events.
-    if !data.trim_ascii_start().starts_with(b"{") {
-        return None;
-    }
-    serde_json::from_slice(data).ok()
+    parse_object(data, true)
+}
+
+/// `parse`, reading a `response` member only when `nested` (events nest a response object,
+/// which nests no further one: a chain of them is not followed).
+fn parse_object(data: &[u8], nested: bool) -> Option<Obj> {
+    let mut obj = Obj::default();
+    // A member the reader keeps in a shape it cannot read (`"response": 7`) makes the object
+    // unreadable, as it did when the whole object went through serde.
+    let mut readable = true;
+    super::scan::members(data, |key, raw| {
+        let slot = match key {
+            b"type" => &mut obj.kind,
+            b"object" => &mut obj.object,
+            b"id" => &mut obj.id,
+            b"model" => &mut obj.model,
+            b"status" => &mut obj.status,
+            b"usage" => &mut obj.usage,
+            b"error" => &mut obj.error,
+            b"incomplete_details" => &mut obj.incomplete_details,
+            b"code" => &mut obj.code,
+            b"message" => &mut obj.message,
+            b"choices" => {
+                match serde_json::from_slice(raw) {
+                    Ok(choices) => obj.choices = choices,
+                    Err(_) => readable = false,
+                }
+                return;
+            }
+            b"response" if nested => {
+                if raw != b"null" {
+                    obj.response = parse_object(raw, false).map(Box::new);
+                    readable &= obj.response.is_some();
+                }
+                return;
+            }
+            _ => return,
+        };
+        match serde_json::from_slice(raw) {
+            Ok(Value::Null) => *slot = None,
+            Ok(value) => *slot = Some(value),
+            Err(_) => readable = false,
+        }
+    })?;
+    readable.then_some(obj)
 }
 
 /// A string field, or a number written as one (some upstreams send numeric codes).
@@ -281,6 +323,65 @@ mod tests {
         let numeric = ApiError::from_value(&json!({"code": 429, "type": "requests"})).unwrap();
         assert_eq!(numeric.code_and_message(), (Some("429".into()), None));
         assert_eq!(ApiError::from_value(&json!(7)), None);
+    }
+
+    /// The members serde would read, for every object the fixtures hold: each event of the
+    /// Responses and Chat streams (all three endings) and the non-streamed bodies.
+    #[test]
+    fn scan_reads_what_serde_reads() {
+        use crate::tap::fixtures::{self, Ending};
+        let mut objects: Vec<Vec<u8>> = vec![
+            fixtures::responses_json(),
+            fixtures::chat_json(),
+            br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.to_vec(),
+            br#"{"detail":"Unauthorized"}"#.to_vec(),
+            br#" {"type" : "error", "code":429, "message":"slow \"down\" \u00e9", "usage":null} "#.to_vec(),
+        ];
+        let streams = [
+            fixtures::responses_stream_ending(40_000, Ending::Completed),
+            fixtures::responses_stream_ending(40_000, Ending::Incomplete),
+            fixtures::responses_stream_ending(40_000, Ending::Failed),
+            fixtures::chat_stream(50, true, "stop"),
+            fixtures::chat_stream(50, false, "length"),
+        ];
+        for stream in &streams {
+            let text = std::str::from_utf8(stream).unwrap();
+            for line in text.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    if data != "[DONE]" {
+                        objects.push(data.as_bytes().to_vec());
+                    }
+                }
+            }
+        }
+        assert!(objects.len() > 300, "{}", objects.len());
+        let mut with_usage = 0;
+        for data in &objects {
+            let oracle: Obj = serde_json::from_slice(data).unwrap();
+            let scanned = parse(data).unwrap();
+            with_usage += usize::from(
+                scanned.usage.is_some()
+                    || scanned.response.as_ref().is_some_and(|r| r.usage.is_some()),
+            );
+            assert_eq!(scanned, oracle, "{}", String::from_utf8_lossy(data));
+        }
+        assert_eq!(with_usage, 6);
+    }
+
+    #[test]
+    fn what_is_not_one_object_teaches_nothing() {
+        for bad in [
+            &b"[1]"[..],
+            b"{\"usage\":{\"input_tokens\":1}",
+            b"{\"a\":1} x",
+            b"",
+            b"\"s\"",
+        ] {
+            assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        // A chain of nested responses is read one level deep.
+        let chain = parse(br#"{"response":{"id":"a","response":{"id":"b"}}}"#).unwrap();
+        assert_eq!(chain.response.unwrap().id, Some(json!("a")));
     }
 
     #[test]

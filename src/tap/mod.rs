@@ -1,12 +1,13 @@
 //! The stream reader: watches each response body on its way to the agent and learns from it.
 //!
-//! Layout: `sse` cuts an event stream into events, `fields` reads the few JSON fields that
-//! matter, `observe` turns them into what the proxy needs (model, usage, outcome, failures).
+//! Layout: `sse` cuts an event stream into events, `scan` walks a JSON object's members,
+//! `fields` reads the few that matter, `observe` turns them into what the proxy needs (model, usage, outcome, failures).
 
 mod fields;
 #[doc(hidden)]
 pub mod fixtures;
 mod observe;
+mod scan;
 pub mod sse;
 #[cfg(test)]
 mod tests;
