@@ -47,6 +47,9 @@ pub struct Options {
     pub profile: bool,
     /// With `--profile`: hold this many streams open instead (memory profile).
     pub profile_open: Option<u64>,
+    /// The proxies to run next to the direct connection (`--only nginx,sidecar` for a quick
+    /// comparison; the report leaves the others' cells empty).
+    pub proxies: Vec<Kind>,
 }
 
 impl Options {
@@ -67,6 +70,7 @@ impl Options {
             },
             profile: false,
             profile_open: None,
+            proxies: Kind::PROXIES.to_vec(),
             criterion: PathBuf::from("target/criterion"),
             commands: Vec::new(),
             notes: PathBuf::from("benches/PROFILE.md"),
@@ -90,6 +94,17 @@ impl Options {
                 "--command" => o.commands.push(value(a)?),
                 "--notes" => o.notes = value(a)?.into(),
                 "--profile" => o.profile = true,
+                "--only" => {
+                    o.proxies = value(a)?
+                        .split(',')
+                        .map(|name| {
+                            Kind::PROXIES
+                                .into_iter()
+                                .find(|k| k.name() == name)
+                                .ok_or_else(|| format!("--only: no proxy named {name:?}"))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
                 "--sidecar-env" => {
                     let kv = value(a)?;
                     let (k, v) = kv
@@ -196,7 +211,7 @@ pub async fn run(o: Options) -> Result<(), String> {
 
     // Start-up: every proxy started afresh several times, interleaved.
     for _ in 0..(o.rounds + 2) {
-        for kind in Kind::PROXIES {
+        for &kind in &o.proxies {
             let t = Running::spawn(kind, &o.tools, upstream.addr).await?;
             r.ready.entry(kind).or_default().push(t.ready);
             t.stop().await;
@@ -205,7 +220,7 @@ pub async fn run(o: Options) -> Result<(), String> {
     say("start-up times measured");
 
     let mut running: Vec<Running> = vec![Running::direct(upstream.addr)];
-    for kind in Kind::PROXIES {
+    for &kind in &o.proxies {
         running.push(Running::spawn(kind, &o.tools, upstream.addr).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -147,6 +147,9 @@ impl Running {
                     )
                     .env("CODEX_SIDECAR_LEDGER_PATH", dir.path().join("ledger.jsonl"))
                     .env("CODEX_SIDECAR_LOG_FORMAT", "json")
+                    // The default cap (256) suits one agent; the open-stream tests need more,
+                    // as many as nginx.conf's worker_connections.
+                    .env("CODEX_SIDECAR_SERVER_MAX_CONNECTIONS", "32768")
                     .env("OPENAI_API_KEY", API_KEY)
                     .envs(tools.sidecar_env.iter().map(|(k, v)| (k, v)))
                     .stderr(log_file(dir.path(), "sidecar.log")?);
