@@ -10,6 +10,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::config::LogFormat;
 
 mod json_line;
+mod request_metrics;
+
+pub use request_metrics::request_metrics;
 
 /// Buckets that resolve sub-millisecond overhead.
 const OVERHEAD_BUCKETS: [f64; 14] = [

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::ledger::{LimitNote, Record, Timestamp};
 use crate::limits::{LimitKey, Permit};
 use crate::tap::Observer;
+use crate::telemetry::request_metrics;
 use crate::usage::Usage;
 
 use super::route::Route;
@@ -41,8 +42,7 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn begin(app: Arc<App>, route: Route, session: String, started: Instant) -> Self {
-        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route.as_str())
-            .increment(1.0);
+        request_metrics().route(route).inflight.increment(1.0);
         Exchange {
             app,
             id: crate::ledger::new_id(),
@@ -89,9 +89,11 @@ impl Exchange {
         self.first_byte = self.upstream_sent.map(|s| now.duration_since(s));
         self.upstream_request_id = request_id;
         if let Some(fb) = self.first_byte {
-            metrics::histogram!("codex_sidecar_upstream_first_byte_seconds",
-                "route" => self.route.as_str(), "billing" => self.billing().as_str())
-            .record(fb.as_secs_f64());
+            request_metrics()
+                .route(self.route)
+                .billing(self.billing())
+                .first_byte
+                .record(fb.as_secs_f64());
         }
         now
     }
@@ -179,29 +181,14 @@ impl Exchange {
             // Errors are counted and logged by the ledger itself.
             let _ = ledger.append(&record);
         }
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        metrics::counter!("codex_sidecar_requests_total", "route" => route, "billing" => billing.as_str(), "status" => class)
-            .increment(1);
-        metrics::histogram!("codex_sidecar_request_duration_seconds", "route" => route, "billing" => billing.as_str())
-            .record(duration.as_secs_f64());
-        metrics::histogram!("codex_sidecar_overhead_seconds", "route" => route)
-            .record(self.overhead.as_secs_f64());
-        metrics::gauge!("codex_sidecar_inflight_requests", "route" => route).decrement(1.0);
-        if let Some(u) = usage {
-            for (kind, n) in [
-                ("input", u.input),
-                ("cached_input", u.cached_input),
-                ("output", u.output),
-                ("reasoning", u.reasoning),
-            ] {
-                metrics::counter!("codex_sidecar_tokens_total", "billing" => billing.as_str(), "kind" => kind).increment(n);
-            }
+        let by_route = request_metrics().route(self.route);
+        let by_billing = by_route.billing(billing);
+        by_billing.requests(status).increment(1);
+        by_billing.duration.record(duration.as_secs_f64());
+        by_route.overhead.record(self.overhead.as_secs_f64());
+        by_route.inflight.decrement(1.0);
+        if let Some(u) = &usage {
+            request_metrics().tokens(billing, u);
         }
         tracing::info!(
             target: "codex_sidecar::access",
