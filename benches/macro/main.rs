@@ -15,6 +15,7 @@ mod micro;
 mod plan;
 mod procfs;
 mod profile;
+mod relay;
 mod report;
 mod stats;
 mod streams;
@@ -26,6 +27,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, listen, upstream] = args.as_slice() {
+        if flag == "--relay" {
+            return relay::main(listen, upstream);
+        }
+    }
     if !args.iter().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench targets in test mode: nothing to check here.
         eprintln!("macro benchmark: run it with `cargo bench --bench macro` or scripts/bench.sh");

@@ -17,6 +17,7 @@ const GAP: f64 = 75.0;
 fn color(kind: Kind) -> &'static str {
     match kind {
         Kind::Direct => "#555555",
+        Kind::Relay => "#999999",
         Kind::Nginx => "#2b8a3e",
         Kind::Sidecar => "#d9480f",
         Kind::Codex => "#1c7ed6",

@@ -1,5 +1,5 @@
-//! The four things measured: the upstream itself, nginx, the sidecar, and Codex's own
-//! `responses-api-proxy`; each proxy run as a child process on loopback, started from
+//! The five things measured: the upstream itself, a byte relay (the floor for one more hop),
+//! nginx, the sidecar, and Codex's own `responses-api-proxy`; each proxy run as a child process on loopback, started from
 //! scratch in its own temporary directory, with the time from spawn to ready measured.
 
 use std::net::SocketAddr;
@@ -22,18 +22,26 @@ const DIRECT_AUTH: &str = "Bearer sk-bench-0123456789abcdefghijklmnopqrstuvwxyz"
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Direct,
+    Relay,
     Nginx,
     Sidecar,
     Codex,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Nginx, Kind::Sidecar, Kind::Codex];
-    pub const PROXIES: [Kind; 3] = [Kind::Nginx, Kind::Sidecar, Kind::Codex];
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::Relay,
+        Kind::Nginx,
+        Kind::Sidecar,
+        Kind::Codex,
+    ];
+    pub const PROXIES: [Kind; 4] = [Kind::Relay, Kind::Nginx, Kind::Sidecar, Kind::Codex];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
+            Kind::Relay => "tcp-relay",
             Kind::Nginx => "nginx",
             Kind::Sidecar => "sidecar",
             Kind::Codex => "codex-proxy",
@@ -98,7 +106,8 @@ fn log_file(dir: &Path, name: &str) -> Result<Stdio, String> {
 impl Running {
     /// Where the load goes: the org key straight to the upstream, else the local token.
     pub fn dest(&self) -> Dest {
-        let auth = if self.kind == Kind::Direct {
+        // The relay passes bytes through: the client holds the key, as with no proxy at all.
+        let auth = if matches!(self.kind, Kind::Direct | Kind::Relay) {
             DIRECT_AUTH
         } else {
             LOCAL_TOKEN
@@ -127,6 +136,16 @@ impl Running {
         let addr = loopback(port);
         let (mut cmd, ready_at, ready_any_status) = match kind {
             Kind::Direct => return Ok(Running::direct(upstream)),
+            Kind::Relay => {
+                let exe = std::env::current_exe().map_err(|e| format!("tcp-relay: {e}"))?;
+                let mut c = command(&exe, dir.path());
+                c.arg("--relay")
+                    .arg(addr.to_string())
+                    .arg(upstream.to_string())
+                    .stderr(log_file(dir.path(), "stderr.log")?);
+                // No route of its own: any HTTP answer (the upstream's 404) means relaying.
+                (c, addr, true)
+            }
             Kind::Sidecar => {
                 let admin = loopback(free_port()?);
                 let mut c = match tools.wrap_sidecar.split_first() {

@@ -70,7 +70,7 @@ fn met(ok: Option<bool>) -> &'static str {
 
 impl Results {
     pub(super) fn head(&self, s: &mut String) -> FmtResult {
-        writeln!(s, "# Benchmarks: the sidecar next to a direct connection, nginx and `codex responses-api-proxy`\n")?;
+        writeln!(s, "# Benchmarks: the sidecar next to a direct connection, a byte relay, nginx and `codex responses-api-proxy`\n")?;
         writeln!(
             s,
             "Written by `benches/macro` (run by `scripts/bench.sh`) on {}; {} rounds{}, {:.0} s. \
@@ -130,23 +130,27 @@ impl Results {
         for rate in RATES {
             let side = self.latency_added(Kind::Sidecar, rate, Pct::P99);
             let ngx = self.latency_added(Kind::Nginx, rate, Pct::P99);
+            let relay = self.latency_added(Kind::Relay, rate, Pct::P99);
             let ok = side.zip(ngx).map(|(a, b)| a <= b);
             writeln!(
                 s,
-                "| added p99 at {rate} req/s ≤ nginx's | sidecar {} µs, nginx {} µs | {} |",
+                "| added p99 at {rate} req/s ≤ nginx's | sidecar {} µs, nginx {} µs (tcp-relay {} µs) | {} |",
                 opt(side, us),
                 opt(ngx, us),
+                opt(relay, us),
                 met(ok)
             )?;
         }
         for conns in STREAM_CONNECTIONS {
             let ev = self.event_added(Kind::Sidecar, conns, Pct::P99);
             let ngx = self.event_added(Kind::Nginx, conns, Pct::P99);
+            let relay = self.event_added(Kind::Relay, conns, Pct::P99);
             writeln!(
                 s,
-                "| added per-event delay p99 < 100 µs, {conns} streams at once | sidecar {} µs (nginx {} µs) | {} |",
+                "| added per-event delay p99 < 100 µs, {conns} streams at once | sidecar {} µs (nginx {} µs, tcp-relay {} µs) | {} |",
                 opt(ev, us),
                 opt(ngx, us),
+                opt(relay, us),
                 met(ev.map(|v| v < 100_000.0))
             )?;
         }
@@ -293,7 +297,7 @@ impl Results {
 
     pub(super) fn memory_table(&self, s: &mut String) -> FmtResult {
         writeln!(s, "## Memory and start-up\n")?;
-        writeln!(s, "RSS is `VmRSS` of the process plus its children (nginx: master and workers). *Idle*: 0.5 s after ready; *after load*: idle again after all the runs above. *Open streams*: that many streams held open at once through the target (the upstream has sent the first event and waits), memory read 0.5 s after all are open. *Ready*: spawn until `GET /readyz` answers 200 (the sidecar's admin listener; an nginx `location`); Codex's proxy has no readiness route, so for it the first HTTP answer of any status (it answers 403).\n")?;
+        writeln!(s, "RSS is `VmRSS` of the process plus its children (nginx: master and workers). *Idle*: 0.5 s after ready; *after load*: idle again after all the runs above. *Open streams*: that many streams held open at once through the target (the upstream has sent the first event and waits), memory read 0.5 s after all are open. *Ready*: spawn until `GET /readyz` answers 200 (the sidecar's admin listener; an nginx `location`); Codex's proxy and the relay have no readiness route, so for them the first HTTP answer of any status (Codex's proxy answers 403, the relay passes on the upstream's answer).\n")?;
         if self.open_counts.iter().any(|&n| !OPEN_STREAMS.contains(&n)) {
             writeln!(s, "The open-file limit here is {} and cannot be raised (the sandbox lacks `CAP_SYS_RESOURCE`); each stream takes a socket on both sides of the proxy, and the harness holds both ends, so the largest count measured is {}, not 10,000.\n", self.nofile, self.open_counts.last().copied().unwrap_or(0))?;
         }
@@ -481,8 +485,8 @@ impl Results {
     pub(super) fn method(&self, s: &mut String) -> FmtResult {
         writeln!(s, "## How it is measured\n")?;
         for line in [
-            "The harness (`benches/macro/`) runs the upstream and the load generator in one process (tokio, hyper 1, HTTP/1.1 over loopback). Each proxy is a child process on loopback started from scratch: nginx from `benches/nginx.conf` (keep-alive pool to the upstream, `proxy_buffering off`, access log on), the sidecar's release binary (`org` billing, the key in `OPENAI_API_KEY`, `org.base_url` pointing at the upstream over http, ledger and JSON logs in a temp dir), Codex's `responses-api-proxy` (key on stdin, `--upstream-url` at the upstream). All attach the same org key; the upstream counts requests that arrive without it.",
-            "Rounds are interleaved: each round runs every rate against direct, nginx, sidecar, Codex's proxy in turn, so machine noise hits all alike; tables quote the median over rounds, *added* figures the median of the per-round differences to direct.",
+            "The harness (`benches/macro/`) runs the upstream and the load generator in one process (tokio, hyper 1, HTTP/1.1 over loopback). Each proxy is a child process on loopback started from scratch: the tcp-relay (`benches/macro/relay.rs`, the harness itself with `--relay`: one tokio event loop copying bytes both ways, no HTTP; the client's own key goes through it; it stands for the price of one more loopback hop on this machine), nginx from `benches/nginx.conf` (keep-alive pool to the upstream, `proxy_buffering off`, access log on), the sidecar's release binary (`org` billing, the key in `OPENAI_API_KEY`, `org.base_url` pointing at the upstream over http, ledger and JSON logs in a temp dir), Codex's `responses-api-proxy` (key on stdin, `--upstream-url` at the upstream). All attach the same org key; the upstream counts requests that arrive without it.",
+            "Rounds are interleaved: each round runs every rate against direct, tcp-relay, nginx, sidecar, Codex's proxy in turn, so machine noise hits all alike; tables quote the median over rounds, *added* figures the median of the per-round differences to direct.",
             "Open loop: each of the 64 connections sends at rate/64 on a fixed schedule; a request delayed by its connection's previous one is timed from when it was due (no coordinated omission), one that waited for the timer from when it was sent.",
             "CPU time per request: `utime + stime` from `/proc/PID/stat` (process and children) before and after each run, divided by the requests of the run (warm-up included).",
         ] {
