@@ -14,16 +14,14 @@ use crate::usage::Usage;
 /// The fields the reader looks at in any object it meets: a Responses event, a response object,
 /// a Chat Completions chunk or body, or an error body. Everything else is skipped unread.
 #[derive(Debug, Default, PartialEq)]
-#[cfg_attr(test, derive(Deserialize))]
-#[cfg_attr(test, serde(default))]
 pub(super) struct Obj {
-    #[cfg_attr(test, serde(rename = "type"))]
     pub kind: Option<Value>,
     pub object: Option<Value>,
     pub id: Option<Value>,
     pub model: Option<Value>,
     pub status: Option<Value>,
-    pub usage: Option<Value>,
+    /// Read straight from the raw member (`usage_of`): no `Value` is built for it.
+    pub usage: Option<Usage>,
     pub error: Option<Value>,
     pub incomplete_details: Option<Value>,
     pub code: Option<Value>,
@@ -102,7 +100,10 @@ fn parse_object(data: &[u8], nested: bool) -> Option<Obj> {
             b"id" => &mut obj.id,
             b"model" => &mut obj.model,
             b"status" => &mut obj.status,
-            b"usage" => &mut obj.usage,
+            b"usage" => {
+                obj.usage = usage_of(raw);
+                return;
+            }
             b"error" => &mut obj.error,
             b"incomplete_details" => &mut obj.incomplete_details,
             b"code" => &mut obj.code,
@@ -147,32 +148,39 @@ fn count(value: &Value) -> Option<u64> {
 }
 
 /// Token usage from a Responses (`input_tokens`…) or Chat Completions (`prompt_tokens`…)
-/// usage object. Missing detail fields are 0; a missing total is input + output.
-pub(super) fn usage_of(value: &Value) -> Option<Usage> {
-    let map = value.as_object()?;
-    let get = |key: &str| map.get(key).and_then(count);
-    let detail = |outer: &str, inner: &str| {
-        map.get(outer)
-            .and_then(|d| d.get(inner))
-            .and_then(count)
-            .unwrap_or(0)
+/// usage object, given raw. Missing detail fields are 0; a missing total is input + output;
+/// a count that is not a non-negative integer counts as missing.
+pub(super) fn usage_of(raw: &[u8]) -> Option<Usage> {
+    #[derive(Default)]
+    struct Seen {
+        /// Whether a Responses name (`input_tokens`, `output_tokens`) is there at all.
+        responses: bool,
+        input: Option<u64>,
+        output: Option<u64>,
+        prompt: Option<u64>,
+        completion: Option<u64>,
+        total: Option<u64>,
+        /// Cached and reasoning tokens, Responses names then Chat names.
+        details: [u64; 4],
+    }
+    let mut s = Seen::default();
+    super::scan::members(raw, |key, value| match key {
+        b"input_tokens" => (s.responses, s.input) = (true, raw_count(value)),
+        b"output_tokens" => (s.responses, s.output) = (true, raw_count(value)),
+        b"prompt_tokens" => s.prompt = raw_count(value),
+        b"completion_tokens" => s.completion = raw_count(value),
+        b"total_tokens" => s.total = raw_count(value),
+        b"input_tokens_details" => s.details[0] = raw_detail(value, b"cached_tokens"),
+        b"output_tokens_details" => s.details[1] = raw_detail(value, b"reasoning_tokens"),
+        b"prompt_tokens_details" => s.details[2] = raw_detail(value, b"cached_tokens"),
+        b"completion_tokens_details" => s.details[3] = raw_detail(value, b"reasoning_tokens"),
+        _ => {}
+    })?;
+    let (input, output, cached_input, reasoning) = if s.responses {
+        (s.input, s.output, s.details[0], s.details[1])
+    } else {
+        (s.prompt, s.completion, s.details[2], s.details[3])
     };
-    let (input, output, cached_input, reasoning) =
-        if map.contains_key("input_tokens") || map.contains_key("output_tokens") {
-            (
-                get("input_tokens"),
-                get("output_tokens"),
-                detail("input_tokens_details", "cached_tokens"),
-                detail("output_tokens_details", "reasoning_tokens"),
-            )
-        } else {
-            (
-                get("prompt_tokens"),
-                get("completion_tokens"),
-                detail("prompt_tokens_details", "cached_tokens"),
-                detail("completion_tokens_details", "reasoning_tokens"),
-            )
-        };
     if input.is_none() && output.is_none() {
         return None;
     }
@@ -182,8 +190,24 @@ pub(super) fn usage_of(value: &Value) -> Option<Usage> {
         cached_input,
         output,
         reasoning,
-        total: get("total_tokens").unwrap_or(input.saturating_add(output)),
+        total: s.total.unwrap_or(input.saturating_add(output)),
     })
+}
+
+/// A raw JSON number that is a non-negative integer within u64 (what `Value::as_u64` takes).
+fn raw_count(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+/// The count under `key` in a raw details object; 0 when it is missing or not an object.
+fn raw_detail(raw: &[u8], key: &[u8]) -> u64 {
+    let mut n = None;
+    let _ = super::scan::members(raw, |k, v| {
+        if k == key {
+            n = raw_count(v);
+        }
+    });
+    n.unwrap_or(0)
 }
 
 /// Searchers for the keys the reader looks for, built once (building one costs more than
@@ -233,12 +257,97 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What serde reads into the fields `Obj` keeps: the oracle for `parse`.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    struct Oracle {
+        #[serde(rename = "type")]
+        kind: Option<Value>,
+        object: Option<Value>,
+        id: Option<Value>,
+        model: Option<Value>,
+        status: Option<Value>,
+        usage: Option<Value>,
+        error: Option<Value>,
+        incomplete_details: Option<Value>,
+        code: Option<Value>,
+        message: Option<Value>,
+        choices: Option<Vec<Choice>>,
+        response: Option<Box<Oracle>>,
+    }
+
+    impl Oracle {
+        fn into_obj(self) -> Obj {
+            Obj {
+                kind: self.kind,
+                object: self.object,
+                id: self.id,
+                model: self.model,
+                status: self.status,
+                usage: self.usage.as_ref().and_then(value_usage),
+                error: self.error,
+                incomplete_details: self.incomplete_details,
+                code: self.code,
+                message: self.message,
+                choices: self.choices,
+                response: self.response.map(|r| Box::new(r.into_obj())),
+            }
+        }
+    }
+
+    /// The usage reading on a parsed `Value` (how the reader did it before `usage_of`
+    /// read raw members): the oracle for `usage_of`.
+    fn value_usage(value: &Value) -> Option<Usage> {
+        let map = value.as_object()?;
+        let get = |key: &str| map.get(key).and_then(count);
+        let detail = |outer: &str, inner: &str| {
+            map.get(outer)
+                .and_then(|d| d.get(inner))
+                .and_then(count)
+                .unwrap_or(0)
+        };
+        let responses = map.contains_key("input_tokens") || map.contains_key("output_tokens");
+        let (input, output, cached_input, reasoning) = if responses {
+            (
+                get("input_tokens"),
+                get("output_tokens"),
+                detail("input_tokens_details", "cached_tokens"),
+                detail("output_tokens_details", "reasoning_tokens"),
+            )
+        } else {
+            (
+                get("prompt_tokens"),
+                get("completion_tokens"),
+                detail("prompt_tokens_details", "cached_tokens"),
+                detail("completion_tokens_details", "reasoning_tokens"),
+            )
+        };
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        let (input, output) = (input.unwrap_or(0), output.unwrap_or(0));
+        Some(Usage {
+            input,
+            cached_input,
+            output,
+            reasoning,
+            total: get("total_tokens").unwrap_or(input.saturating_add(output)),
+        })
+    }
+
+    /// `usage_of` on a value's JSON text, checked against the oracle.
+    fn both(value: &Value) -> Option<Usage> {
+        let raw = usage_of(value.to_string().as_bytes());
+        assert_eq!(raw, value_usage(value), "{value}");
+        raw
+    }
+
     #[test]
     fn responses_usage_exact() {
         let usage = json!({"input_tokens": 1234, "input_tokens_details": {"cached_tokens": 1000},
             "output_tokens": 56, "output_tokens_details": {"reasoning_tokens": 7}, "total_tokens": 1290});
         assert_eq!(
-            usage_of(&usage),
+            both(&usage),
             Some(Usage {
                 input: 1234,
                 cached_input: 1000,
@@ -255,7 +364,7 @@ mod tests {
             "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 2}});
         assert_eq!(
-            usage_of(&usage),
+            both(&usage),
             Some(Usage {
                 input: 19,
                 cached_input: 3,
@@ -267,7 +376,7 @@ mod tests {
         let bare = json!({"prompt_tokens": 5, "completion_tokens": 4,
             "prompt_tokens_details": null});
         assert_eq!(
-            usage_of(&bare),
+            both(&bare),
             Some(Usage {
                 input: 5,
                 cached_input: 0,
@@ -280,13 +389,13 @@ mod tests {
 
     #[test]
     fn unusable_usage_is_none() {
-        assert_eq!(usage_of(&json!(null)), None);
-        assert_eq!(usage_of(&json!({})), None);
-        assert_eq!(usage_of(&json!({"input_tokens": "many"})), None);
-        assert_eq!(usage_of(&json!([1, 2])), None);
+        assert_eq!(both(&json!(null)), None);
+        assert_eq!(both(&json!({})), None);
+        assert_eq!(both(&json!({"input_tokens": "many"})), None);
+        assert_eq!(both(&json!([1, 2])), None);
         let negative = json!({"input_tokens": -1, "output_tokens": 2, "total_tokens": 1.5});
         assert_eq!(
-            usage_of(&negative),
+            both(&negative),
             Some(Usage {
                 input: 0,
                 cached_input: 0,
@@ -295,6 +404,22 @@ mod tests {
                 total: 2
             })
         );
+    }
+
+    #[test]
+    fn usage_edge_cases_read_as_the_value_reading_did() {
+        for value in [
+            json!({"input_tokens": null, "prompt_tokens": 5, "completion_tokens": 3}),
+            json!({"output_tokens": 4, "input_tokens_details": null, "output_tokens_details": 7}),
+            json!({"input_tokens": 1, "input_tokens_details": [1], "output_tokens_details": {"reasoning_tokens": "x"}}),
+            json!({"input_tokens": 18_446_744_073_709_551_615u64, "output_tokens": 1}),
+            json!({"input_tokens": 1e3, "output_tokens": 2.0, "total_tokens": 99_999_999_999_999_999_999.0}),
+            json!({"prompt_tokens": 2, "completion_tokens_details": {"reasoning_tokens": 1, "x": {"reasoning_tokens": 9}}}),
+            json!({"usage": {"input_tokens": 1}}),
+            json!("input_tokens"),
+        ] {
+            both(&value);
+        }
     }
 
     #[test]
@@ -357,7 +482,7 @@ mod tests {
         assert!(objects.len() > 300, "{}", objects.len());
         let mut with_usage = 0;
         for data in &objects {
-            let oracle: Obj = serde_json::from_slice(data).unwrap();
+            let oracle = serde_json::from_slice::<Oracle>(data).unwrap().into_obj();
             let scanned = parse(data).unwrap();
             with_usage += usize::from(
                 scanned.usage.is_some()

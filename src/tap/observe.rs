@@ -338,7 +338,7 @@ impl Learned {
         }
         self.learn_ids(&obj);
         self.note_finish_reasons(&obj);
-        if let Some(usage) = obj.usage.as_ref().and_then(fields::usage_of) {
+        if let Some(usage) = obj.usage {
             if self.terminal.is_none() {
                 self.usage = Some(usage);
             }
@@ -349,7 +349,7 @@ impl Learned {
     /// A whole JSON body: a response object, a chat completion, or an error.
     fn on_body(&mut self, body: Obj) {
         self.learn_ids(&body);
-        if let Some(usage) = body.usage.as_ref().and_then(fields::usage_of) {
+        if let Some(usage) = body.usage {
             self.usage = Some(usage);
         }
         let status = body.status.as_ref().and_then(Value::as_str);
@@ -384,9 +384,7 @@ impl Learned {
         if self.terminal.is_some() {
             return;
         }
-        self.usage = response
-            .and_then(|r| r.usage.as_ref())
-            .and_then(fields::usage_of);
+        self.usage = response.and_then(|r| r.usage);
         self.terminal = Some(terminal);
         self.feed.terminal = true;
     }
