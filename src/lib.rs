@@ -46,6 +46,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod events;
+pub mod json_text;
 pub mod ledger;
 pub mod limits;
 pub mod proxy;

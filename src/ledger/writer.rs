@@ -36,8 +36,6 @@ pub enum LedgerError {
     Sync(io::Error),
     /// Rotating made a fresh file necessary and it could not be created.
     Rotate(io::Error),
-    /// The record could not be serialized (it is not in the file).
-    Encode(String),
 }
 
 impl std::fmt::Display for LedgerError {
@@ -49,7 +47,6 @@ impl std::fmt::Display for LedgerError {
             LedgerError::Write(e) => write!(f, "cannot write ledger record: {e}"),
             LedgerError::Sync(e) => write!(f, "cannot fsync ledger file: {e}"),
             LedgerError::Rotate(e) => write!(f, "cannot rotate ledger file: {e}"),
-            LedgerError::Encode(e) => write!(f, "cannot encode ledger record: {e}"),
         }
     }
 }
@@ -59,7 +56,6 @@ impl std::error::Error for LedgerError {
         match self {
             LedgerError::Open { source, .. } => Some(source),
             LedgerError::Write(e) | LedgerError::Sync(e) | LedgerError::Rotate(e) => Some(e),
-            LedgerError::Encode(_) => None,
         }
     }
 }
@@ -171,14 +167,7 @@ impl Ledger {
     /// Writes one record: one `write(2)` of the whole line before returning, plus an
     /// fsync when the policy is `Always`. Never panics; errors are counted and logged.
     pub fn append(&self, rec: &Record) -> Result<(), LedgerError> {
-        let line = match rec.to_line() {
-            Ok(line) => line,
-            Err(e) => {
-                let e = LedgerError::Encode(e.to_string());
-                self.fail(&e);
-                return Err(e);
-            }
-        };
+        let line = rec.to_line();
         let result = {
             let mut st = lock(&self.file);
             self.write_line(&mut st, &line, rec.billing)

@@ -15,6 +15,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::json_text::{push_escaped, push_str, push_u64};
+
 /// The formatter (`tracing_subscriber::fmt::layer().event_format(JsonLine)`).
 pub struct JsonLine;
 
@@ -45,7 +47,7 @@ fn write_line(writer: &mut dyn Write, now: SystemTime, event: &Event<'_>) -> fmt
     );
     event.record(&mut Fields(&mut line));
     line.push_str(",\"target\":");
-    string(&mut line, meta.target());
+    push_str(&mut line, meta.target());
     line.push_str("}\n");
     writer.write_str(&line)
 }
@@ -56,7 +58,7 @@ struct Fields<'a>(&'a mut String);
 impl Fields<'_> {
     fn name(&mut self, field: &Field) -> &mut String {
         self.0.push(',');
-        string(self.0, field.name());
+        push_str(self.0, field.name());
         self.0.push(':');
         self.0
     }
@@ -65,12 +67,12 @@ impl Fields<'_> {
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         let out = self.name(field);
-        string(out, value);
+        push_str(out, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         let out = self.name(field);
-        decimal(out, value);
+        push_u64(out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -78,7 +80,7 @@ impl Visit for Fields<'_> {
         if value < 0 {
             out.push('-');
         }
-        decimal(out, value.unsigned_abs());
+        push_u64(out, value.unsigned_abs());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -111,69 +113,12 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// A JSON string literal.
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    escape_into(out, s);
-    out.push('"');
-}
-
-/// An unsigned integer in decimal, without the formatting machinery.
-fn decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
-}
-
-/// Appends `s` escaped for the inside of a JSON string.
-fn escape_into(out: &mut String, s: &str) {
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| needs_escape(b)) {
-        out.push_str(s);
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !needs_escape(b) {
-            continue;
-        }
-        // Only ASCII bytes end a run, so every slice ends on a char boundary.
-        out.push_str(&s[start..i]);
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            _ => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-}
-
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
-}
-
 /// Escapes what is formatted into it for the inside of a JSON string.
 struct Escaped<'a>(&'a mut String);
 
 impl Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s);
+        push_escaped(self.0, s);
         Ok(())
     }
 }

@@ -14,10 +14,7 @@ const SAMPLE_LINE: &str = concat!(
 
 #[test]
 fn serializes_to_the_exact_line_in_spec_order() {
-    assert_eq!(
-        String::from_utf8(sample().to_line().unwrap()).unwrap(),
-        SAMPLE_LINE
-    );
+    assert_eq!(String::from_utf8(sample().to_line()).unwrap(), SAMPLE_LINE);
 }
 
 #[test]
@@ -39,7 +36,7 @@ fn org_record_with_limit_and_account_is_ocu_billable() {
         ..sample()
     };
     assert!(rec.ocu_billable());
-    let line = String::from_utf8(rec.to_line().unwrap()).unwrap();
+    let line = String::from_utf8(rec.to_line()).unwrap();
     assert_eq!(
         line,
         concat!(
@@ -54,6 +51,73 @@ fn org_record_with_limit_and_account_is_ocu_billable() {
     );
     assert!(!line.contains("acct-123"));
     assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), rec);
+}
+
+/// The hand-written line is byte for byte what serde writes, for every variant of every
+/// enum, present and absent optionals, and strings with everything JSON must escape.
+#[test]
+fn the_line_is_what_serde_writes() {
+    let strings = [
+        "sess-1",
+        "",
+        "quote \" backslash \\ slash / tab \t nl \n cr \r bs \u{8} ff \u{c}",
+        "nul \u{0} unit \u{1f} del \u{7f} é ✓ 𝄞 \u{2028}",
+    ];
+    let outcomes = [
+        Outcome::Completed,
+        Outcome::Incomplete,
+        Outcome::Failed,
+        Outcome::Limited,
+        Outcome::ClientCancelled,
+        Outcome::UpstreamError,
+        Outcome::Rejected,
+    ];
+    let kinds = [
+        LimitKind::RateLimit,
+        LimitKind::UsageLimit,
+        LimitKind::UsageNotIncluded,
+        LimitKind::InsufficientQuota,
+    ];
+    let mut checked = 0;
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        for (j, text) in strings.iter().enumerate() {
+            let n = (i * strings.len() + j) as u64;
+            let rec = Record {
+                session: (*text).to_owned(),
+                billing: Billing::ALL[j % 2],
+                route: Route::ALL[(i + j) % Route::ALL.len()],
+                model: (j % 2 == 0).then(|| (*text).to_owned()),
+                status: [200, 429, 499, 502][j],
+                outcome,
+                usage: (i % 2 == 0).then_some(Usage {
+                    input: u64::MAX - n,
+                    cached_input: n,
+                    output: 0,
+                    reasoning: 7,
+                    total: u64::MAX,
+                }),
+                upstream_request_id: (j % 3 != 0).then(|| format!("req_{text}")),
+                duration_ms: n * 1_000_003,
+                first_byte_ms: (j % 2 == 1).then_some(n),
+                limit: (j > 0).then_some(LimitNote {
+                    kind: kinds[(i + j) % kinds.len()],
+                    resets_at: (j % 2 == 0).then_some(1_764_000_000 + n),
+                }),
+                account: (i % 3 == 0).then(|| AccountHash::of(text)),
+                ts: Timestamp::from_unix_ms(Timestamp::MAX_UNIX_MS - n),
+                started: Timestamp::from_unix_ms(n),
+                ..sample()
+            };
+            let mut serde_line = serde_json::to_vec(&rec).unwrap();
+            serde_line.push(b'\n');
+            assert_eq!(
+                String::from_utf8(rec.to_line()).unwrap(),
+                String::from_utf8(serde_line).unwrap()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 28);
 }
 
 #[test]

@@ -32,15 +32,15 @@ fn names_each_bad_line_and_why() {
     let path = tmp.path().join("ledger.jsonl");
     let old = rotated_path(&path, 1);
     let dup = record(Billing::Org, None, None);
-    std::fs::write(&old, dup.to_line().unwrap()).unwrap();
+    std::fs::write(&old, dup.to_line()).unwrap();
 
-    let good = String::from_utf8(sample().to_line().unwrap()).unwrap();
+    let good = String::from_utf8(sample().to_line()).unwrap();
     let lines = [
         good.clone(),                                                        // 1
         good.replacen("\"limit\":null", "\"limit\":null,\"cost\":1", 1),     // 2
         good.replacen("\"ocu_billable\":false", "\"ocu_billable\":true", 1), // 3
         "\n".to_owned(),                                                     // 4
-        String::from_utf8(dup.to_line().unwrap()).unwrap(),                  // 5
+        String::from_utf8(dup.to_line()).unwrap(),                           // 5
         good.replacen(&sample().id, &new_id(), 1)
             .trim_end()
             .to_owned(), // 6, torn
