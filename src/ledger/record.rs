@@ -61,6 +61,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Completed,
+        Outcome::Incomplete,
+        Outcome::Failed,
+        Outcome::Limited,
+        Outcome::ClientCancelled,
+        Outcome::UpstreamError,
+        Outcome::Rejected,
+    ];
+
     /// The name in records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,6 +96,13 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::RateLimit,
+        LimitKind::UsageLimit,
+        LimitKind::UsageNotIncluded,
+        LimitKind::InsufficientQuota,
+    ];
+
     /// The name in records and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

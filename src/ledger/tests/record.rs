@@ -63,21 +63,8 @@ fn the_line_is_what_serde_writes() {
         "quote \" backslash \\ slash / tab \t nl \n cr \r bs \u{8} ff \u{c}",
         "nul \u{0} unit \u{1f} del \u{7f} é ✓ 𝄞 \u{2028}",
     ];
-    let outcomes = [
-        Outcome::Completed,
-        Outcome::Incomplete,
-        Outcome::Failed,
-        Outcome::Limited,
-        Outcome::ClientCancelled,
-        Outcome::UpstreamError,
-        Outcome::Rejected,
-    ];
-    let kinds = [
-        LimitKind::RateLimit,
-        LimitKind::UsageLimit,
-        LimitKind::UsageNotIncluded,
-        LimitKind::InsufficientQuota,
-    ];
+    let outcomes = Outcome::ALL;
+    let kinds = LimitKind::ALL;
     let mut checked = 0;
     for (i, outcome) in outcomes.into_iter().enumerate() {
         for (j, text) in strings.iter().enumerate() {
@@ -226,37 +213,19 @@ fn reading_is_strict() {
 
 #[test]
 fn names_match_the_serialized_forms() {
-    for route in [
-        Route::Responses,
-        Route::ResponsesCompact,
-        Route::Models,
-        Route::ChatCompletions,
-    ] {
+    for route in Route::ALL {
         assert_eq!(
             serde_json::to_string(&route).unwrap(),
             format!("\"{}\"", route.as_str())
         );
     }
-    for o in [
-        Outcome::Completed,
-        Outcome::Incomplete,
-        Outcome::Failed,
-        Outcome::Limited,
-        Outcome::ClientCancelled,
-        Outcome::UpstreamError,
-        Outcome::Rejected,
-    ] {
+    for o in Outcome::ALL {
         assert_eq!(
             serde_json::to_string(&o).unwrap(),
             format!("\"{}\"", o.as_str())
         );
     }
-    for k in [
-        LimitKind::RateLimit,
-        LimitKind::UsageLimit,
-        LimitKind::UsageNotIncluded,
-        LimitKind::InsufficientQuota,
-    ] {
+    for k in LimitKind::ALL {
         assert_eq!(
             serde_json::to_string(&k).unwrap(),
             format!("\"{}\"", k.as_str())

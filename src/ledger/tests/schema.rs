@@ -129,27 +129,9 @@ fn check(line: &str) -> Vec<String> {
 
 /// Records covering every route, outcome, limit kind and nullable field.
 fn variety() -> Vec<Record> {
-    let routes = [
-        Route::Responses,
-        Route::ResponsesCompact,
-        Route::Models,
-        Route::ChatCompletions,
-    ];
-    let outcomes = [
-        Outcome::Completed,
-        Outcome::Incomplete,
-        Outcome::Failed,
-        Outcome::Limited,
-        Outcome::ClientCancelled,
-        Outcome::UpstreamError,
-        Outcome::Rejected,
-    ];
-    let kinds = [
-        LimitKind::RateLimit,
-        LimitKind::UsageLimit,
-        LimitKind::UsageNotIncluded,
-        LimitKind::InsufficientQuota,
-    ];
+    let routes = Route::ALL;
+    let outcomes = Outcome::ALL;
+    let kinds = LimitKind::ALL;
     let mut out = vec![sample()];
     for (i, outcome) in outcomes.into_iter().enumerate() {
         let billing = Billing::ALL[i % 2];
