@@ -493,6 +493,116 @@ mod tests {
         assert_eq!(with_usage, 6);
     }
 
+    /// Random objects (nested values of every kind, the keys the reader keeps among others,
+    /// strings with escapes) read the same by the member walk and by serde.
+    #[test]
+    fn random_objects_read_as_serde_reads_them() {
+        const KEYS: [&str; 24] = [
+            "type",
+            "object",
+            "id",
+            "model",
+            "status",
+            "usage",
+            "error",
+            "incomplete_details",
+            "code",
+            "message",
+            "choices",
+            "response",
+            "finish_reason",
+            "reason",
+            "input_tokens",
+            "output_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "input_tokens_details",
+            "cached_tokens",
+            "reasoning_tokens",
+            "output",
+            "x\"y",
+        ];
+        const TEXTS: [&str; 6] = [
+            "",
+            "gpt-5.4",
+            "a\"b\\c",
+            "line\nbreak\u{1}",
+            "é ✓ 𝄞",
+            "}]{[",
+        ];
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: usize) -> usize {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 % n as u64) as usize
+            }
+        }
+        fn value(rng: &mut Rng, depth: usize, in_response: bool) -> Value {
+            match rng.below(if depth > 3 { 6 } else { 9 }) {
+                0 => Value::Null,
+                1 => json!(rng.below(2) == 0),
+                2 => json!([0u64, 7, 1_764_000_000, u64::MAX][rng.below(4)]),
+                3 => json!([-1i64, i64::MIN][rng.below(2)]),
+                4 => json!([1.5f64, 1e300, -0.25][rng.below(3)]),
+                5 => json!(TEXTS[rng.below(TEXTS.len())]),
+                6 | 7 => object(rng, depth + 1, in_response),
+                _ => Value::Array(
+                    (0..rng.below(4))
+                        .map(|_| value(rng, depth + 1, in_response))
+                        .collect(),
+                ),
+            }
+        }
+        fn object(rng: &mut Rng, depth: usize, in_response: bool) -> Value {
+            let mut map = serde_json::Map::new();
+            for _ in 0..rng.below(9) {
+                let key = KEYS[rng.below(KEYS.len())];
+                // A response nests no further response (`parse` reads one level).
+                if key == "response" && (in_response || depth > 0) {
+                    continue;
+                }
+                let v = value(rng, depth, in_response || key == "response");
+                map.insert(key.to_owned(), v);
+            }
+            Value::Object(map)
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut readable, mut unreadable) = (0, 0);
+        for i in 0..4_000 {
+            let obj = object(&mut rng, 0, false);
+            let text = if i % 3 == 0 {
+                serde_json::to_string_pretty(&obj).unwrap()
+            } else {
+                obj.to_string()
+            };
+            let oracle = serde_json::from_str::<Oracle>(&text)
+                .ok()
+                .map(Oracle::into_obj);
+            // The one difference, on purpose: serde reads a struct from an array too, so it
+            // took `"response": [...]` as a response; the walk takes only an object.
+            let expected = if obj.get("response").is_some_and(Value::is_array) {
+                None
+            } else {
+                oracle
+            };
+            let scanned = parse(text.as_bytes());
+            assert_eq!(scanned, expected, "{text}");
+            if scanned.is_some() {
+                readable += 1;
+            } else {
+                unreadable += 1;
+            }
+        }
+        // Both kinds of object were met.
+        assert!(
+            readable > 1_000 && unreadable > 100,
+            "{readable} {unreadable}"
+        );
+    }
+
     #[test]
     fn what_is_not_one_object_teaches_nothing() {
         for bad in [
