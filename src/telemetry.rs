@@ -193,7 +193,7 @@ pub fn init_logging(format: LogFormat, level: &str) -> Option<LogReload> {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .event_format(json_line::JsonLine)
+                    .event_format(json_line::JsonLine::new())
                     .with_writer(std::io::stderr),
             )
             .try_init()

@@ -17,8 +17,25 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::json_text::{push_escaped, push_str, push_u64};
 
-/// The formatter (`tracing_subscriber::fmt::layer().event_format(JsonLine)`).
-pub struct JsonLine;
+/// The formatter (`tracing_subscriber::fmt::layer().event_format(JsonLine::new())`).
+pub struct JsonLine {
+    /// The clock of the `timestamp` field (a fixed one in the tests).
+    now: fn() -> SystemTime,
+}
+
+impl JsonLine {
+    pub fn new() -> Self {
+        JsonLine {
+            now: SystemTime::now,
+        }
+    }
+}
+
+impl Default for JsonLine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLine
 where
@@ -31,7 +48,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write_line(&mut writer, SystemTime::now(), event)
+        write_line(&mut writer, (self.now)(), event)
     }
 }
 
@@ -159,7 +176,7 @@ mod tests {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
-                .event_format(JsonLine)
+                .event_format(JsonLine::new())
                 .with_writer(captured.clone()),
         );
         tracing::subscriber::with_default(subscriber, emit);
@@ -219,7 +236,9 @@ mod tests {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
-                .event_format(Fixed)
+                .event_format(JsonLine {
+                    now: || UNIX_EPOCH + Duration::from_secs(1_796_358_901),
+                })
                 .with_writer(captured.clone()),
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -230,24 +249,5 @@ mod tests {
             text,
             "{\"timestamp\":\"2026-12-04T04:35:01.000000Z\",\"level\":\"INFO\",\"message\":\"hi\",\"n\":1,\"s\":\"a\\\"b\",\"target\":\"t\"}\n"
         );
-    }
-
-    /// `JsonLine` at a fixed time.
-    struct Fixed;
-
-    impl<S, N> FormatEvent<S, N> for Fixed
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
-    {
-        fn format_event(
-            &self,
-            _ctx: &FmtContext<'_, S, N>,
-            mut writer: Writer<'_>,
-            event: &Event<'_>,
-        ) -> fmt::Result {
-            let at = UNIX_EPOCH + Duration::from_secs(1_796_358_901);
-            write_line(&mut writer, at, event)
-        }
     }
 }
